@@ -1,0 +1,39 @@
+# atrelay — build, test, benchmark, fuzz, demo.
+GO      ?= go
+BIN     ?= bin/atrelay
+FUZZTIME ?= 15s
+
+.PHONY: all build test test-unit test-kafka bench fuzz demo clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/atrelay
+
+## test: vet, every test with the race detector on in-process Kafka (kfake),
+## then the Kafka suites again against a real Apache Kafka broker.
+test: test-unit test-kafka
+
+test-unit:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+## test-kafka: the Kafka integration tests against a real single-node KRaft
+## broker that deploy/kafka/with-broker.sh downloads (Maven), starts and stops.
+test-kafka:
+	bash deploy/kafka/test-real-broker.sh
+
+## bench: every benchmark, with allocations.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## fuzz: each fuzz target for FUZZTIME.
+fuzz:
+	bash scripts/fuzz.sh $(FUZZTIME)
+
+## demo: the whole pipeline on embedded defaults.
+demo:
+	$(GO) run ./cmd/atrelay demo
+
+clean:
+	rm -rf bin
