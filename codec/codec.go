@@ -1,0 +1,284 @@
+// Package codec turns Kafka record values into typed Purchasely events:
+// Confluent, single-object and raw Avro framings, writer schemas from a
+// Confluent-compatible registry, and decoding by field name so that older and
+// newer writer schemas decode alike.
+//
+// Errors come in two classes, told apart with errors.As: a *PermanentError
+// (the record can never decode: it belongs in the dead-letter topic) and a
+// *TransientError (the registry is unreachable: wait and try again).
+package codec
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/linkedin/goavro/v2"
+	"github.com/twmb/franz-go/pkg/sr"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/atrelay/atrelay/internal/config"
+	"github.com/atrelay/atrelay/schemas"
+)
+
+// Framing says how a record value wraps its Avro bytes.
+type Framing string
+
+// The framings of SPEC §3.
+const (
+	FramingAuto         Framing = "auto"
+	FramingConfluent    Framing = "confluent"
+	FramingSingleObject Framing = "single-object"
+	FramingRaw          Framing = "raw"
+)
+
+// Errors matched with errors.Is; each is wrapped in a *PermanentError.
+var (
+	ErrCorrupt       = errors.New("corrupt avro")
+	ErrBadFraming    = errors.New("unexpected framing")
+	ErrUnknownSchema = errors.New("unknown writer schema")
+	ErrMissingField  = errors.New("missing required field")
+	ErrWrongType     = errors.New("field has the wrong type")
+)
+
+// PermanentError is a record that can never decode. Reason is a short label
+// for metrics and the dead-letter headers.
+type PermanentError struct {
+	reason string
+	err    error
+}
+
+func (e *PermanentError) Error() string { return e.err.Error() }
+
+// Unwrap returns the cause, one of the Err* sentinels where one applies.
+func (e *PermanentError) Unwrap() error { return e.err }
+
+// Reason returns the failure's label: corrupt, bad_framing, unknown_schema,
+// missing_field or wrong_type.
+func (e *PermanentError) Reason() string { return e.reason }
+
+// TransientError is a failure that waiting fixes: the registry is down,
+// answers 5xx or times out. The record must not be dead-lettered.
+type TransientError struct {
+	Err error
+}
+
+func (e *TransientError) Error() string { return "transient: " + e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *TransientError) Unwrap() error { return e.Err }
+
+func permanent(reason string, sentinel error, format string, args ...any) error {
+	return &PermanentError{reason: reason, err: fmt.Errorf("%w: "+format, append([]any{sentinel}, args...)...)}
+}
+
+// maxBlockCount bounds how many map or array items one Avro block may claim.
+// goavro sizes its maps by the claimed count before reading a single item, so
+// its default (2^31) lets a few hostile bytes allocate gigabytes.
+const maxBlockCount = 1 << 16
+
+// Decoder decodes record values. It is safe for concurrent use; writer
+// schemas are fetched once per id and cached for the Decoder's life.
+type Decoder struct {
+	framing Framing
+	reg     *sr.Client
+	raw     *goavro.Codec
+
+	mu     sync.RWMutex
+	byID   map[int]*goavro.Codec
+	byFP   map[uint64]*goavro.Codec
+	flight singleflight.Group
+}
+
+// New returns a decoder for a framing. reg may be nil when no record is
+// Confluent-framed; rawSchema is the Avro schema of raw records (the embedded
+// SubscriptionEvent schema when empty).
+//
+// New lowers goavro's process-wide MaxBlockCount to 65536 items per block if
+// it is higher: no subscription event comes near that, and it stops hostile
+// input from allocating gigabytes.
+func New(framing Framing, reg *sr.Client, rawSchema string) (*Decoder, error) {
+	switch framing {
+	case FramingAuto, FramingConfluent, FramingSingleObject, FramingRaw:
+	default:
+		return nil, fmt.Errorf("codec: unknown framing %q", framing)
+	}
+	if framing == FramingConfluent && reg == nil {
+		return nil, errors.New("codec: confluent framing needs a schema registry")
+	}
+	if goavro.MaxBlockCount > maxBlockCount {
+		goavro.MaxBlockCount = maxBlockCount
+	}
+	if rawSchema == "" {
+		rawSchema = schemas.SubscriptionEvent()
+	}
+	raw, err := goavro.NewCodec(rawSchema)
+	if err != nil {
+		return nil, fmt.Errorf("codec: raw schema: %w", err)
+	}
+	d := &Decoder{framing: framing, reg: reg, raw: raw, byID: map[int]*goavro.Codec{}, byFP: map[uint64]*goavro.Codec{}}
+	d.byFP[raw.Rabin] = raw
+	// Every embedded schema can be a single-object writer schema.
+	files, _ := schemas.FS.ReadDir(".")
+	for _, f := range files {
+		text, err := schemas.FS.ReadFile(f.Name())
+		if err != nil {
+			continue
+		}
+		if c, err := goavro.NewCodec(string(text)); err == nil {
+			d.byFP[c.Rabin] = c
+		}
+	}
+	return d, nil
+}
+
+// FromConfig builds the decoder of the configuration's codec section: the
+// registry client when a URL is set, and the raw schema read from
+// cfg.RawSchema — or, when that file does not exist but names an embedded
+// schema, the embedded copy, so the default configuration works from any
+// directory.
+func FromConfig(cfg config.Codec) (*Decoder, error) {
+	var reg *sr.Client
+	if cfg.SchemaRegistry.URL != "" {
+		opts := []sr.ClientOpt{sr.URLs(cfg.SchemaRegistry.URL), sr.HTTPClient(&http.Client{Timeout: 10e9})}
+		if cfg.SchemaRegistry.Username != "" {
+			opts = append(opts, sr.BasicAuth(cfg.SchemaRegistry.Username, cfg.SchemaRegistry.Password.Reveal()))
+		}
+		var err error
+		if reg, err = sr.NewClient(opts...); err != nil {
+			return nil, fmt.Errorf("codec.schema_registry.url: %w", err)
+		}
+	}
+	var raw string
+	if cfg.RawSchema != "" {
+		b, err := os.ReadFile(cfg.RawSchema)
+		switch {
+		case err == nil:
+			raw = string(b)
+		case errors.Is(err, os.ErrNotExist):
+			eb, eerr := schemas.FS.ReadFile(filepath.Base(cfg.RawSchema))
+			if eerr != nil {
+				return nil, fmt.Errorf("codec.raw_schema: %w", err)
+			}
+			raw = string(eb)
+		default:
+			return nil, fmt.Errorf("codec.raw_schema: %w", err)
+		}
+	}
+	framing := Framing(cfg.Framing)
+	if framing == "" {
+		framing = FramingAuto
+	}
+	return New(framing, reg, raw)
+}
+
+// Decode decodes a record value into a new Event.
+func (d *Decoder) Decode(ctx context.Context, value []byte) (*Event, error) {
+	ev := new(Event)
+	if err := d.DecodeInto(ctx, value, ev); err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
+
+// DecodeInto decodes a record value into ev, overwriting every field, so the
+// caller can reuse one Event per record slot.
+func (d *Decoder) DecodeInto(ctx context.Context, value []byte, ev *Event) error {
+	c, body, err := d.writer(ctx, value)
+	if err != nil {
+		return err
+	}
+	native, rest, err := c.NativeFromBinary(body)
+	if err != nil {
+		return permanent("corrupt", ErrCorrupt, "%v", err)
+	}
+	if len(rest) != 0 {
+		return permanent("corrupt", ErrCorrupt, "%d bytes after the record", len(rest))
+	}
+	m, ok := native.(map[string]any)
+	if !ok {
+		return permanent("wrong_type", ErrWrongType, "writer schema is not a record")
+	}
+	return fromNative(m, ev)
+}
+
+// writer finds the writer schema of a value and returns the Avro body.
+func (d *Decoder) writer(ctx context.Context, v []byte) (*goavro.Codec, []byte, error) {
+	framing := d.framing
+	if framing == FramingAuto {
+		switch {
+		case len(v) >= 5 && v[0] == 0:
+			framing = FramingConfluent
+		case len(v) >= 10 && v[0] == 0xC3 && v[1] == 0x01:
+			framing = FramingSingleObject
+		default:
+			framing = FramingRaw
+		}
+	}
+	switch framing {
+	case FramingConfluent:
+		if len(v) < 5 || v[0] != 0 {
+			return nil, nil, permanent("bad_framing", ErrBadFraming, "not a confluent record (magic byte 0 and a 4-byte schema id)")
+		}
+		if d.reg == nil {
+			return nil, nil, permanent("unknown_schema", ErrUnknownSchema, "confluent record but no schema registry is configured")
+		}
+		c, err := d.byRegistryID(ctx, int(binary.BigEndian.Uint32(v[1:5])))
+		return c, v[5:], err
+	case FramingSingleObject:
+		if len(v) < 10 || v[0] != 0xC3 || v[1] != 0x01 {
+			return nil, nil, permanent("bad_framing", ErrBadFraming, "not a single-object record (C3 01 and an 8-byte fingerprint)")
+		}
+		fp := binary.LittleEndian.Uint64(v[2:10])
+		d.mu.RLock()
+		c := d.byFP[fp]
+		d.mu.RUnlock()
+		if c == nil {
+			return nil, nil, permanent("unknown_schema", ErrUnknownSchema, "single-object fingerprint %016x", fp)
+		}
+		return c, v[10:], nil
+	default:
+		return d.raw, v, nil
+	}
+}
+
+func (d *Decoder) byRegistryID(ctx context.Context, id int) (*goavro.Codec, error) {
+	d.mu.RLock()
+	c := d.byID[id]
+	d.mu.RUnlock()
+	if c != nil {
+		return c, nil
+	}
+	v, err, _ := d.flight.Do(strconv.Itoa(id), func() (any, error) {
+		s, err := d.reg.SchemaByID(ctx, id)
+		if err != nil {
+			var re *sr.ResponseError
+			if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
+				return nil, permanent("unknown_schema", ErrUnknownSchema, "confluent schema id %d: registry: %v", id, err)
+			}
+			return nil, &TransientError{Err: fmt.Errorf("confluent schema id %d: registry: %w", id, err)}
+		}
+		if s.Type != sr.TypeAvro {
+			return nil, permanent("unknown_schema", ErrUnknownSchema, "confluent schema id %d is %s, not avro", id, s.Type)
+		}
+		c, err := goavro.NewCodec(s.Schema)
+		if err != nil {
+			return nil, permanent("unknown_schema", ErrUnknownSchema, "confluent schema id %d: %v", id, err)
+		}
+		d.mu.Lock()
+		d.byID[id] = c
+		d.byFP[c.Rabin] = c
+		d.mu.Unlock()
+		return c, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*goavro.Codec), nil
+}
