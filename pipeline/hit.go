@@ -27,6 +27,10 @@ type Hit struct {
 	Props []Prop
 	// Truncated counts the string values enrich cut to piano.MaxStringLen.
 	Truncated int
+	// OutOfRange counts the decimals enrich left out for exceeding ±1e15.
+	OutOfRange int
+	// route is the compiled integration the filter chose.
+	route *route
 	// Body is the hit's encoded JSON object ({"name":…,"data":{…}}); set by
 	// the sink's encoder, the last stage. Batches are sized by len(Body).
 	Body []byte
