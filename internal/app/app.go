@@ -1,0 +1,105 @@
+// Package app assembles the service from a configuration: decoder, stages,
+// sink and relay. `atrelay run`, the demo and the integration tests all build
+// the service here, so they run the same code.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/atrelay/atrelay/codec"
+	"github.com/atrelay/atrelay/internal/config"
+	"github.com/atrelay/atrelay/internal/kafkaconn"
+	"github.com/atrelay/atrelay/pipeline"
+	"github.com/atrelay/atrelay/pipeline/relay"
+	"github.com/atrelay/atrelay/sinks/atinternet"
+)
+
+// Version is atrelay's version, sent in the User-Agent.
+const Version = "0.1.0"
+
+// UserAgent is the User-Agent of every collect request.
+const UserAgent = "atrelay/" + Version
+
+// Options are what the caller adds to the configuration.
+type Options struct {
+	Logger *slog.Logger
+	// Metrics counts settlements; nil counts nothing.
+	Metrics relay.Metrics
+	// Middleware wraps every stage (tracing, metrics).
+	Middleware []pipeline.Middleware
+	// ClientOpts are added to the Kafka client's (hooks, tests).
+	ClientOpts []kgo.Opt
+	// Sink overrides the collect client's config hooks (metrics).
+	SinkHooks func(*atinternet.Config)
+	// OnCommit and OnReady are passed to the relay.
+	OnCommit func(map[string]map[int32]kgo.EpochOffset)
+	OnReady  func(bool)
+}
+
+// Service is one assembled atrelay.
+type Service struct {
+	Relay        *relay.Relay
+	Integrations *pipeline.Integrations
+}
+
+// Build checks and assembles everything cfg describes; it connects nothing.
+func Build(cfg *config.Config, o Options) (*Service, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dec, err := codec.FromConfig(cfg.Codec)
+	if err != nil {
+		return nil, err
+	}
+	ints, err := pipeline.Compile(cfg.Integrations)
+	if err != nil {
+		return nil, err
+	}
+	for i := range cfg.Integrations {
+		if ep, plain, _ := cfg.Integrations[i].Endpoint(); plain {
+			log.Warn("collect endpoint is plain HTTP; use it only for a local collector", "integration", cfg.Integrations[i].Name, "endpoint", ep)
+		}
+	}
+	stages := pipeline.Chain(append(pipeline.Stages(ints), pipeline.Named{Name: "encode", Stage: atinternet.Encoder()}), o.Middleware...)
+	d := cfg.Delivery
+	sc := atinternet.Config{
+		Concurrency:    d.Concurrency,
+		RequestTimeout: d.RequestTimeout,
+		BackoffMin:     d.Backoff.Min,
+		BackoffMax:     d.Backoff.Max,
+		MaxRetries:     -1, // the partition waits; the event is never dropped
+		UserAgent:      UserAgent,
+		Logger:         log,
+	}
+	if o.SinkHooks != nil {
+		o.SinkHooks(&sc)
+	}
+	kopts, err := kafkaconn.Options(cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	r, err := relay.New(relay.Config{
+		Kafka:      cfg.Kafka,
+		Delivery:   d,
+		ClientOpts: append(kopts, o.ClientOpts...),
+		Decoder:    dec,
+		Stages:     stages,
+		Sink:       atinternet.NewClient(sc),
+		Metrics:    o.Metrics,
+		Logger:     log,
+		OnCommit:   o.OnCommit,
+		OnReady:    o.OnReady,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	return &Service{Relay: r, Integrations: ints}, nil
+}
+
+// Run runs the relay until ctx ends and it has shut down.
+func (s *Service) Run(ctx context.Context) error { return s.Relay.Run(ctx) }
