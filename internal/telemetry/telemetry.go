@@ -1,0 +1,250 @@
+// Package telemetry wires OpenTelemetry metrics (exported for Prometheus),
+// and the health endpoints, once, at the edges of the service.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+
+	"github.com/atrelay/atrelay/pipeline"
+)
+
+// Telemetry owns the meter provider and its Prometheus registry.
+type Telemetry struct {
+	Provider *sdkmetric.MeterProvider
+	Metrics  *Metrics
+	registry *prometheus.Registry
+}
+
+// Setup builds the meter provider with a Prometheus exporter on a registry
+// of its own (no global state).
+func Setup(serviceName, version string) (*Telemetry, error) {
+	reg := prometheus.NewRegistry()
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
+	}
+	res := resource.NewSchemaless(semconv.ServiceName(serviceName), semconv.ServiceVersion(version))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
+	m, err := NewMetrics(mp)
+	if err != nil {
+		return nil, err
+	}
+	return &Telemetry{Provider: mp, Metrics: m, registry: reg}, nil
+}
+
+// Handler serves /metrics.
+func (t *Telemetry) Handler() http.Handler {
+	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
+}
+
+// Shutdown flushes the provider.
+func (t *Telemetry) Shutdown(ctx context.Context) error { return t.Provider.Shutdown(ctx) }
+
+// Metrics are atrelay's instruments. The methods are safe for concurrent use
+// and, once an attribute set was seen, allocate nothing.
+type Metrics struct {
+	consumed  metric.Int64Counter
+	settled   metric.Int64Counter
+	batch     metric.Int64Histogram
+	requests  metric.Float64Histogram
+	retries   metric.Int64Counter
+	latency   metric.Float64Histogram
+	truncated metric.Int64Counter
+	commits   metric.Int64Counter
+	meter     metric.Meter
+
+	sets sync.Map // string key -> metric.MeasurementOption
+}
+
+// NewMetrics creates the instruments on a meter provider.
+func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
+	m := &Metrics{meter: mp.Meter("github.com/atrelay/atrelay")}
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	var err error
+	m.consumed, err = m.meter.Int64Counter("atrelay.records.consumed", metric.WithUnit("{record}"), metric.WithDescription("Records polled from Kafka."))
+	add(err)
+	m.settled, err = m.meter.Int64Counter("atrelay.records.settled", metric.WithUnit("{record}"), metric.WithDescription("Records settled, by outcome (delivered, filtered, dlq) and reason."))
+	add(err)
+	m.batch, err = m.meter.Int64Histogram("atrelay.batch.size", metric.WithUnit("{hit}"), metric.WithDescription("Hits per flushed site batch."),
+		metric.WithExplicitBucketBoundaries(1, 5, 10, 50, 100, 250, 500, 1000))
+	add(err)
+	m.requests, err = m.meter.Float64Histogram("atrelay.http.client.request.duration", metric.WithUnit("s"), metric.WithDescription("Collect request attempts, by site and status."),
+		metric.WithExplicitBucketBoundaries(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+	add(err)
+	m.retries, err = m.meter.Int64Counter("atrelay.http.client.retries", metric.WithUnit("{retry}"), metric.WithDescription("Collect request retries, by site and reason."))
+	add(err)
+	m.latency, err = m.meter.Float64Histogram("atrelay.delivery.latency", metric.WithUnit("s"), metric.WithDescription("From the event's creation to its delivery."),
+		metric.WithExplicitBucketBoundaries(0.1, 0.5, 1, 5, 10, 30, 60, 300, 3600, 86400))
+	add(err)
+	m.truncated, err = m.meter.Int64Counter("atrelay.properties.truncated", metric.WithUnit("{value}"), metric.WithDescription("String values cut to 255 characters."))
+	add(err)
+	m.commits, err = m.meter.Int64Counter("atrelay.offsets.commits", metric.WithUnit("{commit}"), metric.WithDescription("Offset commits, by result."))
+	add(err)
+	return m, errors.Join(errs...)
+}
+
+// opt returns the cached attribute option for a key, building it once.
+func (m *Metrics) opt(key string, build func() attribute.Set) metric.MeasurementOption {
+	if o, ok := m.sets.Load(key); ok {
+		return o.(metric.MeasurementOption)
+	}
+	o, _ := m.sets.LoadOrStore(key, metric.WithAttributeSet(build()))
+	return o.(metric.MeasurementOption)
+}
+
+// Consumed counts a polled record.
+func (m *Metrics) Consumed(ctx context.Context, topic string, partition int32) {
+	m.consumed.Add(ctx, 1, m.opt("c/"+topic+"/"+strconv.Itoa(int(partition)), func() attribute.Set {
+		return attribute.NewSet(attribute.String("messaging.destination.name", topic), attribute.Int("messaging.destination.partition.id", int(partition)))
+	}))
+}
+
+// Settled counts settled records by outcome and reason.
+func (m *Metrics) Settled(ctx context.Context, outcome, reason string, n int64) {
+	m.settled.Add(ctx, n, m.opt("s/"+outcome+"/"+reason, func() attribute.Set {
+		return attribute.NewSet(attribute.String("outcome", outcome), attribute.String("reason", reason))
+	}))
+}
+
+func (m *Metrics) site(site string) metric.MeasurementOption {
+	return m.opt("site/"+site, func() attribute.Set { return attribute.NewSet(attribute.String("site", site)) })
+}
+
+// BatchSize records a flushed batch.
+func (m *Metrics) BatchSize(ctx context.Context, site string, n int) {
+	m.batch.Record(ctx, int64(n), m.site(site))
+}
+
+// Request records one collect attempt.
+func (m *Metrics) Request(ctx context.Context, site string, status int, d time.Duration) {
+	m.requests.Record(ctx, d.Seconds(), m.opt("r/"+site+"/"+strconv.Itoa(status), func() attribute.Set {
+		return attribute.NewSet(attribute.String("site", site), attribute.Int("http.response.status_code", status))
+	}))
+}
+
+// Retry counts a retry.
+func (m *Metrics) Retry(ctx context.Context, site, reason string) {
+	m.retries.Add(ctx, 1, m.opt("retry/"+site+"/"+reason, func() attribute.Set {
+		return attribute.NewSet(attribute.String("site", site), attribute.String("reason", reason))
+	}))
+}
+
+// DeliveryLatency records the time from an event's creation to delivery.
+func (m *Metrics) DeliveryLatency(ctx context.Context, site string, d time.Duration) {
+	m.latency.Record(ctx, d.Seconds(), m.site(site))
+}
+
+// Truncated counts string values cut to 255 characters.
+func (m *Metrics) Truncated(ctx context.Context, n int) { m.truncated.Add(ctx, int64(n)) }
+
+// Commit counts an offset commit.
+func (m *Metrics) Commit(ctx context.Context, ok bool) {
+	result := "ok"
+	if !ok {
+		result = "error"
+	}
+	m.commits.Add(ctx, 1, m.opt("commit/"+result, func() attribute.Set { return attribute.NewSet(attribute.String("result", result)) }))
+}
+
+// ObserveGauges registers the buffered-records gauge and the per-partition
+// lag gauge, read from the callbacks at each collection.
+func (m *Metrics) ObserveGauges(buffered func() int64, lag func() map[int32]int64) error {
+	b, err := m.meter.Int64ObservableGauge("atrelay.records.buffered", metric.WithUnit("{record}"), metric.WithDescription("Records between fetch and settlement."))
+	if err != nil {
+		return err
+	}
+	l, err := m.meter.Int64ObservableGauge("atrelay.consumer.lag", metric.WithUnit("{record}"), metric.WithDescription("High watermark minus committed offset, per partition."))
+	if err != nil {
+		return err
+	}
+	_, err = m.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(b, buffered())
+		for p, v := range lag() {
+			o.ObserveInt64(l, v, metric.WithAttributes(attribute.Int("messaging.destination.partition.id", int(p))))
+		}
+		return nil
+	}, b, l)
+	return err
+}
+
+// StageMiddleware counts the truncations enrich made; drops are counted when
+// the record is settled.
+func (m *Metrics) StageMiddleware() pipeline.Middleware {
+	return func(name string, next pipeline.Stage) pipeline.Stage {
+		if name != "enrich" {
+			return next
+		}
+		return pipeline.StageFunc(func(ctx context.Context, h *pipeline.Hit) error {
+			err := next.Process(ctx, h)
+			if h.Truncated > 0 {
+				m.Truncated(ctx, h.Truncated)
+			}
+			return err
+		})
+	}
+}
+
+// Health serves /healthz (the process runs) and /readyz (the member has
+// partitions and is not shutting down).
+type Health struct {
+	ready atomic.Bool
+}
+
+// SetReady sets readiness.
+func (h *Health) SetReady(ready bool) { h.ready.Store(ready) }
+
+// Handler serves both endpoints.
+func (h *Health) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !h.ready.Load() {
+			http.Error(w, "not ready: no partitions assigned yet, or shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// Serve serves h on addr until ctx ends; an empty or "off" addr serves
+// nothing.
+func Serve(ctx context.Context, addr string, h http.Handler) error {
+	if addr == "" || addr == "off" {
+		<-ctx.Done()
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
