@@ -1,0 +1,396 @@
+package atinternet_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/atrelay/atrelay/pipeline"
+	"github.com/atrelay/atrelay/sinks/atinternet"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func request(site *pipeline.Site, idclient string, n int) pipeline.Request {
+	req := pipeline.Request{Site: site, IDClient: idclient}
+	for i := range n {
+		h := &pipeline.Hit{Name: "subscription_started", Props: []pipeline.Prop{
+			{Key: "event_id", Value: pipeline.String("e" + string(rune('a'+i)))},
+			{Key: "plan_price", Value: pipeline.Float(4.99)},
+		}}
+		atinternet.Encode(h)
+		req.Hits = append(req.Hits, h)
+	}
+	return req
+}
+
+func client(t *testing.T, cfg atinternet.Config) *atinternet.Client {
+	if cfg.BackoffMin == 0 {
+		cfg.BackoffMin, cfg.BackoffMax = time.Millisecond, 5*time.Millisecond
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "atrelay/test"
+	}
+	if cfg.MaxRetries == 0 {
+		cfg.MaxRetries = -1
+	}
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	if cfg.Transport == nil {
+		cfg.Transport = tr
+	}
+	return atinternet.NewClient(cfg)
+}
+
+// TestExactRequest checks SPEC §2 byte for byte.
+func TestExactRequest(t *testing.T) {
+	var got *http.Request
+	var body string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got, body = r, string(b)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	site := &pipeline.Site{ID: 612345, Endpoint: srv.URL + "/subscription"}
+	if err := client(t, atinternet.Config{UserAgent: "atrelay/0.1.0"}).Send(context.Background(), request(site, "a b&c=d/é", 2)); err != nil {
+		t.Fatal(err)
+	}
+	checks := map[string][2]string{
+		"method":       {got.Method, "POST"},
+		"path":         {got.URL.Path, "/subscription"},
+		"raw query":    {got.URL.RawQuery, "s=612345&idclient=a+b%26c%3Dd%2F%C3%A9"},
+		"content type": {got.Header.Get("Content-Type"), "text/plain;charset=UTF-8"},
+		"user agent":   {got.Header.Get("User-Agent"), "atrelay/0.1.0"},
+		"body": {body, `{"events":[{"name":"subscription_started","data":{"event_id":"ea","plan_price":4.99}},` +
+			`{"name":"subscription_started","data":{"event_id":"eb","plan_price":4.99}}]}`},
+	}
+	for name, c := range checks {
+		if c[0] != c[1] {
+			t.Errorf("%s = %q, want %q", name, c[0], c[1])
+		}
+	}
+}
+
+// collector answers with the statuses given, then 204.
+func collector(statuses ...int) (*httptest.Server, *atomic.Int32) {
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		i := int(n.Add(1)) - 1
+		if i < len(statuses) {
+			if statuses[i] == 400 {
+				w.WriteHeader(400)
+				w.Write([]byte(strings.Repeat("x", 10<<10)))
+				return
+			}
+			w.Header().Set("Retry-After", "3600")
+			w.WriteHeader(statuses[i])
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	return srv, &n
+}
+
+func TestRetries(t *testing.T) {
+	tests := []struct {
+		name     string
+		statuses []int
+		attempts int32
+		outcome  atinternet.Outcome
+	}{
+		{"503 three times then 204", []int{503, 503, 503}, 4, atinternet.Delivered},
+		{"429 with Retry-After 3600 is capped", []int{429}, 2, atinternet.Delivered},
+		{"408 and 425 are transient", []int{408, 425}, 3, atinternet.Delivered},
+		{"400 is permanent", []int{400}, 1, atinternet.Rejected},
+		{"404 is permanent", []int{404}, 1, atinternet.Rejected},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, n := collector(tt.statuses...)
+			defer srv.Close()
+			site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
+			// The backoff cap (5ms) bounds a Retry-After of an hour: the
+			// test finishing at all proves the cap.
+			err := client(t, atinternet.Config{}).Send(context.Background(), request(site, "v", 1))
+			if got := atinternet.OutcomeOf(err); got != tt.outcome {
+				t.Fatalf("outcome %v (%v), want %v", got, err, tt.outcome)
+			}
+			if n.Load() != tt.attempts {
+				t.Fatalf("%d attempts, want %d", n.Load(), tt.attempts)
+			}
+			var rej *atinternet.RejectedError
+			if errors.As(err, &rej) {
+				wantBody := 0
+				if tt.statuses[0] == 400 {
+					wantBody = 1 << 10 // of the 10 KiB the collector sent
+				}
+				if len(rej.Body) != wantBody || rej.Reason() != "http_"+itoa(tt.statuses[0]) {
+					t.Fatalf("rejection body %d bytes, reason %q", len(rej.Body), rej.Reason())
+				}
+			}
+		})
+	}
+}
+
+func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }
+
+func TestHangingCollectorTimesOutAndRetries(t *testing.T) {
+	release := make(chan struct{})
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			select { // the first attempt hangs until the client gives up on it
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		w.WriteHeader(204)
+	}))
+	defer srv.Close()
+	defer close(release)
+	site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
+	err := client(t, atinternet.Config{RequestTimeout: 50 * time.Millisecond}).Send(context.Background(), request(site, "v", 1))
+	if err != nil || n.Load() != 2 {
+		t.Fatalf("err %v after %d attempts, want delivery on the 2nd", err, n.Load())
+	}
+}
+
+func TestResetConnectionIsRetried(t *testing.T) {
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.(*net.TCPConn).SetLinger(0) // RST, not FIN
+			conn.Close()
+			return
+		}
+		w.WriteHeader(204)
+	}))
+	defer srv.Close()
+	site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
+	if err := client(t, atinternet.Config{}).Send(context.Background(), request(site, "v", 1)); err != nil || n.Load() != 2 {
+		t.Fatalf("err %v after %d attempts", err, n.Load())
+	}
+}
+
+func TestCancelledContextIsTransient(t *testing.T) {
+	srv, _ := collector(503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 503)
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
+	err := client(t, atinternet.Config{}).Send(ctx, request(site, "v", 1))
+	var te *atinternet.TransientError
+	if !errors.As(err, &te) || atinternet.OutcomeOf(err) != atinternet.RetryLater {
+		t.Fatalf("err = %v, want transient / retry later", err)
+	}
+}
+
+func TestConcurrencyBoundPerSite(t *testing.T) {
+	const limit = 3
+	var inFlight, peak atomic.Int32
+	arrived := make(chan struct{}, 100)
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cur := inFlight.Add(1)
+		for {
+			p := peak.Load()
+			if cur <= p || peak.CompareAndSwap(p, cur) {
+				break
+			}
+		}
+		arrived <- struct{}{}
+		<-release
+		inFlight.Add(-1)
+		w.WriteHeader(204)
+	}))
+	defer srv.Close()
+	site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
+	var reqs []pipeline.Request
+	for i := range 10 {
+		reqs = append(reqs, request(site, "v"+itoa(i), 1))
+	}
+	var settled atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		client(t, atinternet.Config{Concurrency: limit}).Deliver(context.Background(), reqs, func(_ pipeline.Request, err error) {
+			if err == nil {
+				settled.Add(1)
+			}
+		})
+		close(done)
+	}()
+	for range limit {
+		<-arrived // the first `limit` requests are in flight, held
+	}
+	close(release)
+	<-done
+	if peak.Load() > limit || settled.Load() != 10 {
+		t.Fatalf("peak %d in flight (limit %d), %d settled", peak.Load(), limit, settled.Load())
+	}
+}
+
+func TestKeepAliveReusesConnections(t *testing.T) {
+	var mu sync.Mutex
+	conns := 0
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			conns++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c := client(t, atinternet.Config{})
+	site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
+	for range 20 {
+		if err := c.Send(context.Background(), request(site, "v", 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if conns != 1 {
+		t.Fatalf("%d connections for 20 sequential requests, want 1", conns)
+	}
+}
+
+func TestHTTP2OverTLS(t *testing.T) {
+	var proto atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proto.Store(int32(r.ProtoMajor))
+		w.WriteHeader(204)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	tr := srv.Client().Transport.(*http.Transport)
+	defer tr.CloseIdleConnections()
+	site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
+	if err := client(t, atinternet.Config{Transport: tr}).Send(context.Background(), request(site, "v", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if proto.Load() != 2 {
+		t.Fatalf("request went over HTTP/%d, want HTTP/2", proto.Load())
+	}
+}
+
+func TestEncodeValidJSON(t *testing.T) {
+	h := &pipeline.Hit{Name: "x.y", Props: []pipeline.Prop{
+		{Key: "s", Value: pipeline.String("quote\" back\\ nl\n tab\t ctl\x01 bad\xff é <>&")},
+		{Key: "i", Value: pipeline.Int(-42)},
+		{Key: "f", Value: pipeline.Float(1e15)},
+		{Key: "b", Value: pipeline.Bool(true)},
+	}}
+	atinternet.Encode(h)
+	var got struct {
+		Name string         `json:"name"`
+		Data map[string]any `json:"data"`
+	}
+	if err := json.Unmarshal(h.Body, &got); err != nil {
+		t.Fatalf("invalid JSON %s: %v", h.Body, err)
+	}
+	if got.Name != "x.y" || got.Data["s"] != "quote\" back\\ nl\n tab\t ctl\x01 bad\ufffd é <>&" || got.Data["i"] != -42.0 || got.Data["f"] != 1e15 || got.Data["b"] != true {
+		t.Fatalf("round trip: %+v", got)
+	}
+}
+
+func FuzzEncode(f *testing.F) {
+	f.Add("subscription_started", "plan", "monthly \"x\"", int64(3), 4.99, true)
+	f.Fuzz(func(t *testing.T, name, key, s string, i int64, fl float64, b bool) {
+		h := &pipeline.Hit{Name: name, Props: []pipeline.Prop{
+			{Key: key, Value: pipeline.String(s)}, {Key: "i", Value: pipeline.Int(i)},
+			{Key: "f", Value: pipeline.Float(fl)}, {Key: "b", Value: pipeline.Bool(b)},
+		}}
+		atinternet.Encode(h)
+		if !json.Valid(h.Body) {
+			t.Fatalf("invalid JSON: %q", h.Body)
+		}
+		var got struct {
+			Name string `json:"name"`
+		}
+		json.Unmarshal(h.Body, &got)
+		if want := strings.ToValidUTF8(name, "\ufffd"); got.Name != want {
+			t.Fatalf("name %q round-tripped as %q", want, got.Name)
+		}
+	})
+}
+
+func benchHit() *pipeline.Hit {
+	h := &pipeline.Hit{Name: "subscription_started"}
+	for _, k := range []string{"event_id", "event_date", "purchasely_event", "user_id", "app_id", "environment", "store", "store_country", "product", "plan", "offer_type", "currency", "subscription_status", "store_transaction_id", "purchasely_subscription_id", "placement"} {
+		h.Props = append(h.Props, pipeline.Prop{Key: k, Value: pipeline.String("value-of-" + k)})
+	}
+	h.Props = append(h.Props, pipeline.Prop{Key: "plan_price", Value: pipeline.Float(9.99)}, pipeline.Prop{Key: "is_family_shared", Value: pipeline.Bool(false)})
+	return h
+}
+
+func BenchmarkEncode(b *testing.B) {
+	h := benchHit()
+	b.ReportAllocs()
+	for b.Loop() {
+		atinternet.Encode(h)
+	}
+}
+
+// BenchmarkEncodeJSONMap is the baseline: encoding/json on the same event as
+// a map.
+func BenchmarkEncodeJSONMap(b *testing.B) {
+	h := benchHit()
+	b.ReportAllocs()
+	for b.Loop() {
+		data := make(map[string]any, len(h.Props))
+		for _, p := range h.Props {
+			switch p.Value.Kind {
+			case pipeline.KindString:
+				data[p.Key] = p.Value.Str
+			case pipeline.KindFloat:
+				data[p.Key] = p.Value.Float
+			case pipeline.KindBool:
+				data[p.Key] = p.Value.Bool
+			}
+		}
+		if _, err := json.Marshal(map[string]any{"name": h.Name, "data": data}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSendLocal(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(204)
+	}))
+	defer srv.Close()
+	tr := &http.Transport{MaxIdleConnsPerHost: 16}
+	defer tr.CloseIdleConnections()
+	c := atinternet.NewClient(atinternet.Config{Concurrency: 16, Transport: tr, UserAgent: "atrelay/bench"})
+	site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
+	req := request(site, "visitor", 1)
+	b.SetParallelism(8)
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := c.Send(context.Background(), req); err != nil {
+				b.Error(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+}
