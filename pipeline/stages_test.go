@@ -125,7 +125,9 @@ func TestNamesAndProperties(t *testing.T) {
 				t.Fatal("null price sent")
 			}
 		}},
-		{"idclient falls back in order", func(e *codec.Event) { e.AppID, e.UserAttributes = fixture.AppNews, map[string]string{"at_internet_id_client": ""} }, "subscription_started", "u1", nil},
+		{"idclient falls back in order", func(e *codec.Event) {
+			e.AppID, e.UserAttributes = fixture.AppNews, map[string]string{"at_internet_id_client": ""}
+		}, "subscription_started", "u1", nil},
 		{"idclient last source", func(e *codec.Event) { e.AppID, e.UserAttributes, e.UserID = fixture.AppNews, nil, "" }, "subscription_started", "anon1", nil},
 		{"long string truncated on a rune boundary", func(e *codec.Event) { e.Placement = strings.Repeat("é", 300) }, "subscription.started", "idc-1", func(t *testing.T, p map[string]pipeline.Value) {
 			if got := []rune(p["placement"].Str); len(got) != 255 || string(got) != strings.Repeat("é", 255) {
@@ -206,7 +208,7 @@ func TestDescribe(t *testing.T) {
 	}
 }
 
-// TestGolden sends 40 fixture events over 3 integrations through stages,
+// TestGolden sends 60 fixture events over 3 integrations through stages,
 // batcher and sink to a collector, and compares every request (URL and body)
 // with testdata/golden.txt. Run with -update to rewrite it.
 func TestGolden(t *testing.T) {
@@ -230,7 +232,7 @@ func TestGolden(t *testing.T) {
 	client := atinternet.NewClient(atinternet.Config{UserAgent: "atrelay/test", MaxRetries: 0})
 	var reqs []pipeline.Request
 	b := batch.New(batch.Config{MaxEvents: 1000, MaxBytes: 1 << 20, Linger: time.Hour}, func(_ *pipeline.Site, r []pipeline.Request) { reqs = append(reqs, r...) })
-	events := fixture.Generate(fixture.Options{Seed: 7, Events: 40, EventsPerVisitor: 4, Apps: []string{fixture.AppFitness, fixture.AppNews, fixture.AppGames}, SandboxShare: -1, NoIDClientShare: -1})
+	events := fixture.Generate(fixture.Options{Seed: 7, Events: 60, EventsPerVisitor: 3, Apps: []string{fixture.AppFitness, fixture.AppNews, fixture.AppGames}, SandboxShare: -1, NoIDClientShare: -1})
 	for i := range events {
 		h := &pipeline.Hit{Event: &events[i]}
 		if err := chain.Process(context.Background(), h); err == nil {
