@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/atrelay
 FUZZTIME ?= 15s
 
-.PHONY: all build test test-unit test-kafka bench fuzz demo clean
+.PHONY: all build test test-unit test-kafka bench bench-e2e-kafka bench-backlog fuzz demo clean
 
 all: build
 
@@ -23,9 +23,18 @@ test-unit:
 test-kafka:
 	bash deploy/kafka/test-real-broker.sh
 
-## bench: every benchmark, with allocations.
+## bench: every benchmark, with allocations (the end-to-end one on kfake).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## bench-e2e-kafka: the end-to-end benchmark against a real broker, so that
+## CPU and RSS are the service's alone.
+bench-e2e-kafka:
+	bash deploy/kafka/with-broker.sh $(GO) test -run '^$$' -bench EndToEnd -benchtime 200000x ./pipeline/relay/
+
+## bench-backlog: a backlog of 1,000,000 records, max_buffered_events 50000.
+bench-backlog:
+	ATRELAY_BENCH_BACKLOG=1 bash deploy/kafka/with-broker.sh $(GO) test -run '^$$' -bench Backlog1M -benchtime 1x -timeout 30m ./pipeline/relay/
 
 ## fuzz: each fuzz target for FUZZTIME.
 fuzz:
