@@ -233,9 +233,10 @@ func (r *Relay) Run(ctx context.Context) error {
 		workersDone.Add(1)
 		go func(in <-chan []*item) {
 			defer workersDone.Done()
+			var props []pipeline.Prop // reused for every record of this worker
 			for items := range in {
 				for _, it := range items {
-					r.process(it)
+					props = r.process(it, props)
 				}
 			}
 		}(workers[i])
@@ -343,8 +344,11 @@ func (r *Relay) poll(ctx context.Context, workers []chan []*item) {
 }
 
 // process decodes one record and runs the stages; the hit then goes to the
-// batcher, or the record is settled as filtered or sent to the DLQ.
-func (r *Relay) process(it *item) {
+// batcher, or the record is settled as filtered or sent to the DLQ. props is
+// the worker's scratch buffer for the hit's properties, returned for reuse:
+// once the hit is encoded, a buffered record keeps only its record and body,
+// which is what bounds memory at max_buffered_events records.
+func (r *Relay) process(it *item, props []pipeline.Prop) []pipeline.Prop {
 	ctx := r.deliverCtx
 	r.metrics.Consumed(ctx, it.rec.Topic, it.rec.Partition)
 	for attempt := 0; ; attempt++ {
@@ -355,26 +359,33 @@ func (r *Relay) process(it *item) {
 		var te *codec.TransientError
 		if !errors.As(err, &te) {
 			r.deadLetter(it, dlq.Failure{Stage: "decode", Reason: codecReason(err), Err: err})
-			return
+			return props
 		}
 		// The registry is down: the partition waits, nothing is dead-lettered.
 		r.log.Warn("decode: transient failure, retrying", "partition", it.rec.Partition, "offset", it.rec.Offset, "attempt", attempt, "error", err)
 		if !sleep(ctx, r.backoff(attempt)) {
 			r.abandon(it)
-			return
+			return props
 		}
 	}
 	it.hit.Event = &it.ev
 	it.hit.Ref = it
-	if err := r.cfg.Stages.Process(ctx, &it.hit); err != nil {
+	it.hit.Props = props[:0]
+	err := r.cfg.Stages.Process(ctx, &it.hit)
+	props, it.hit.Props = it.hit.Props[:0], nil
+	// The body now carries everything the hit sends: drop the decoded
+	// strings, keep the creation time for the delivery latency.
+	it.ev = codec.Event{EventCreatedAt: it.ev.EventCreatedAt}
+	if err != nil {
 		if reason, ok := pipeline.DropReason(err); ok {
 			r.settle(it, OutcomeFiltered, reason)
-			return
+			return props
 		}
 		r.deadLetter(it, dlq.Failure{Stage: "stages", Reason: "stage_error", Err: err})
-		return
+		return props
 	}
 	r.batcher.Add(&it.hit)
+	return props
 }
 
 // flush is the batcher's callback: it hands a site's requests to the sink on
