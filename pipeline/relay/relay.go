@@ -132,10 +132,17 @@ type Relay struct {
 // goroutine at a time and is released once its record is settled or
 // abandoned.
 type item struct {
-	rec *kgo.Record
-	tr  *offsets.Tracker
-	ev  codec.Event
-	hit pipeline.Hit
+	rec     *kgo.Record
+	tr      *offsets.Tracker
+	created time.Time // the event's creation, for the delivery latency
+	hit     pipeline.Hit
+}
+
+// scratch is a worker's reusable decode target and property buffer: a
+// record keeps neither once its hit is encoded.
+type scratch struct {
+	ev    codec.Event
+	props []pipeline.Prop
 }
 
 // rebalanceTimeout is kgo's default; the revoke drain stays well below it so
@@ -210,9 +217,10 @@ func (r *Relay) Run(ctx context.Context) error {
 		kgo.OnPartitionsAssigned(r.assigned),
 		kgo.OnPartitionsRevoked(r.revoked),
 		kgo.OnPartitionsLost(r.lost),
-		// Bound what the client buffers ahead of our own bound.
-		kgo.FetchMaxBytes(16<<20),
-		kgo.MaxConcurrentFetches(4),
+		// Bound what the client reads ahead of max_buffered_events: fetched
+		// batches are decompressed into records while they wait to be polled.
+		kgo.FetchMaxBytes(4<<20),
+		kgo.MaxConcurrentFetches(2),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -233,10 +241,10 @@ func (r *Relay) Run(ctx context.Context) error {
 		workersDone.Add(1)
 		go func(in <-chan []*item) {
 			defer workersDone.Done()
-			var props []pipeline.Prop // reused for every record of this worker
+			var sc scratch
 			for items := range in {
 				for _, it := range items {
-					props = r.process(it, props)
+					r.process(it, &sc)
 				}
 			}
 		}(workers[i])
@@ -344,48 +352,44 @@ func (r *Relay) poll(ctx context.Context, workers []chan []*item) {
 }
 
 // process decodes one record and runs the stages; the hit then goes to the
-// batcher, or the record is settled as filtered or sent to the DLQ. props is
-// the worker's scratch buffer for the hit's properties, returned for reuse:
-// once the hit is encoded, a buffered record keeps only its record and body,
-// which is what bounds memory at max_buffered_events records.
-func (r *Relay) process(it *item, props []pipeline.Prop) []pipeline.Prop {
+// batcher, or the record is settled as filtered or sent to the DLQ. The event
+// is decoded into the worker's scratch: once the hit is encoded, a buffered
+// record keeps only its record and body, which is what bounds memory at
+// max_buffered_events records.
+func (r *Relay) process(it *item, sc *scratch) {
 	ctx := r.deliverCtx
 	r.metrics.Consumed(ctx, it.rec.Topic, it.rec.Partition)
 	for attempt := 0; ; attempt++ {
-		err := r.cfg.Decoder.DecodeInto(ctx, it.rec.Value, &it.ev)
+		err := r.cfg.Decoder.DecodeInto(ctx, it.rec.Value, &sc.ev)
 		if err == nil {
 			break
 		}
 		var te *codec.TransientError
 		if !errors.As(err, &te) {
 			r.deadLetter(it, dlq.Failure{Stage: "decode", Reason: codecReason(err), Err: err})
-			return props
+			return
 		}
 		// The registry is down: the partition waits, nothing is dead-lettered.
 		r.log.Warn("decode: transient failure, retrying", "partition", it.rec.Partition, "offset", it.rec.Offset, "attempt", attempt, "error", err)
 		if !sleep(ctx, r.backoff(attempt)) {
 			r.abandon(it)
-			return props
+			return
 		}
 	}
-	it.hit.Event = &it.ev
-	it.hit.Ref = it
-	it.hit.Props = props[:0]
+	it.created = sc.ev.EventCreatedAt
+	it.hit.Event, it.hit.Ref, it.hit.Props = &sc.ev, it, sc.props[:0]
 	err := r.cfg.Stages.Process(ctx, &it.hit)
-	props, it.hit.Props = it.hit.Props[:0], nil
-	// The body now carries everything the hit sends: drop the decoded
-	// strings, keep the creation time for the delivery latency.
-	it.ev = codec.Event{EventCreatedAt: it.ev.EventCreatedAt}
+	// The body now carries everything the hit sends.
+	sc.props, it.hit.Props, it.hit.Event = it.hit.Props[:0], nil, nil
 	if err != nil {
 		if reason, ok := pipeline.DropReason(err); ok {
 			r.settle(it, OutcomeFiltered, reason)
-			return props
+			return
 		}
 		r.deadLetter(it, dlq.Failure{Stage: "stages", Reason: "stage_error", Err: err})
-		return props
+		return
 	}
 	r.batcher.Add(&it.hit)
-	return props
 }
 
 // flush is the batcher's callback: it hands a site's requests to the sink on
@@ -406,7 +410,7 @@ func (r *Relay) delivered(req pipeline.Request, err error) {
 		now := time.Now()
 		for _, h := range req.Hits {
 			it := h.Ref.(*item)
-			r.metrics.DeliveryLatency(r.deliverCtx, req.Site.Integration, now.Sub(it.ev.EventCreatedAt))
+			r.metrics.DeliveryLatency(r.deliverCtx, req.Site.Integration, now.Sub(it.created))
 			r.settle(it, OutcomeDelivered, "")
 		}
 	case errors.As(err, &rej):
@@ -452,8 +456,7 @@ func (r *Relay) settle(it *item, outcome, reason string) {
 func (r *Relay) abandon(it *item) { r.release(it) }
 
 func (r *Relay) release(it *item) {
-	it.rec, it.tr = nil, nil
-	it.ev = codec.Event{}
+	it.rec, it.tr, it.created = nil, nil, time.Time{}
 	it.hit.Reset()
 	r.items.Put(it)
 	r.buffered.Add(-1)
