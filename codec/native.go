@@ -28,7 +28,13 @@ func fromNative(m map[string]any, ev *Event) error {
 	*ev = Event{APIVersion: 3, OfferType: "NONE"} // the reader schema's defaults
 	var has uint16
 	var err error
-	for k, v := range m {
+	// Looking the reader's fields up is cheaper than ranging over goavro's
+	// map, and it ignores the writer's extra fields for free.
+	for _, k := range fieldNames {
+		v, ok := m[k]
+		if !ok {
+			continue
+		}
 		switch k {
 		case "event_id":
 			ev.EventID, err = str(k, v)
@@ -125,6 +131,16 @@ func fromNative(m map[string]any, ev *Event) error {
 	return nil
 }
 
+// fieldNames are the reader schema's fields.
+var fieldNames = [...]string{
+	"event_id", "event_name", "event_created_at_ms", "api_version", "app_id", "environment", "user_id",
+	"anonymous_user_id", "user_attributes", "store", "store_country", "product", "plan", "previous_plan",
+	"offer_identifier", "offer_type", "plan_price_in_customer_currency", "customer_currency",
+	"amount_in_customer_currency", "purchased_at_ms", "next_renewal_at_ms", "subscription_status",
+	"is_family_shared", "store_transaction_id", "store_original_transaction_id", "purchasely_subscription_id",
+	"placement", "presentation", "ab_test", "ab_test_variant", "audience",
+}
+
 // unwrap returns the value of a union branch ({"string": "x"}) or v itself.
 func unwrap(v any) any {
 	if u, ok := v.(map[string]any); ok && len(u) == 1 {
@@ -139,7 +155,22 @@ func wrongType(field string, v any) error {
 	return permanent("wrong_type", ErrWrongType, "%s: %T", field, unwrap(v))
 }
 
+// branch returns a union's value when it is of the expected branch: a map
+// lookup, much cheaper than ranging over goavro's one-entry map.
+func branch(v any, name string) (any, bool) {
+	if u, ok := v.(map[string]any); ok {
+		x, ok := u[name]
+		return x, ok
+	}
+	return nil, false
+}
+
 func str(field string, v any) (string, error) {
+	if x, ok := branch(v, "string"); ok {
+		if s, ok := x.(string); ok {
+			return s, nil
+		}
+	}
 	switch x := unwrap(v).(type) {
 	case string:
 		return x, nil
@@ -164,6 +195,11 @@ func integer(field string, v any) (int64, error) {
 }
 
 func double(field string, v any) (Null[float64], error) {
+	if x, ok := branch(v, "double"); ok {
+		if f, ok := x.(float64); ok {
+			return Some(f), nil
+		}
+	}
 	switch x := unwrap(v).(type) {
 	case float64:
 		return Some(x), nil
@@ -183,6 +219,11 @@ func double(field string, v any) (Null[float64], error) {
 // timestamp accepts a timestamp-millis (time.Time from goavro) or a plain
 // long of epoch milliseconds, as older writers may have sent.
 func timestamp(field string, v any) (Null[time.Time], error) {
+	if x, ok := branch(v, "long.timestamp-millis"); ok {
+		if t, ok := x.(time.Time); ok {
+			return Some(t.UTC()), nil
+		}
+	}
 	switch x := unwrap(v).(type) {
 	case time.Time:
 		return Some(x.UTC()), nil
