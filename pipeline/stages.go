@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -182,7 +182,7 @@ func (r *route) compileProps(p string, props config.Properties) error {
 		index[d.key] = i
 	}
 	r.keys = DerivedKeys()
-	for _, k := range sortedKeys(props.Rename) {
+	for _, k := range slices.Sorted(maps.Keys(props.Rename)) {
 		i, ok := index[k]
 		if !ok {
 			errs = append(errs, fmt.Errorf("%s.properties.rename.%s: not a property atrelay sends (see `atrelay check`)", p, k))
@@ -211,7 +211,7 @@ func (r *route) compileProps(p string, props config.Properties) error {
 		}
 		sent[k] = derivedProps[i].key
 	}
-	for _, k := range sortedKeys(props.Static) {
+	for _, k := range slices.Sorted(maps.Keys(props.Static)) {
 		if _, dup := sent[k]; dup {
 			errs = append(errs, fmt.Errorf("%s.properties.static.%s: collides with a derived property", p, k))
 			continue
@@ -238,15 +238,6 @@ func (r *route) compileProps(p string, props config.Properties) error {
 		r.static = append(r.static, Prop{Key: k, Value: v})
 	}
 	return errors.Join(errs...)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // Stages returns filter, rename and enrich, in order, for Chain.

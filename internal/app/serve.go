@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"slices"
@@ -88,11 +89,11 @@ func Check(ctx context.Context, cfg *config.Config, connect bool, w io.Writer) e
 		}
 		fmt.Fprintf(w, "integration %s (%s): site %d, %s, environments %s\n", d.Integration, state, d.SiteID, d.Endpoint, strings.Join(d.Environments, ", "))
 		fmt.Fprintln(w, "  events (declare the Piano names in the Data Model):")
-		for _, e := range sortedKeys(d.Events) {
+		for _, e := range slices.Sorted(maps.Keys(d.Events)) {
 			fmt.Fprintf(w, "    %-32s -> %s\n", e, d.Events[e])
 		}
 		fmt.Fprintln(w, "  properties:")
-		for _, k := range sortedKeys(d.Properties) {
+		for _, k := range slices.Sorted(maps.Keys(d.Properties)) {
 			fmt.Fprintf(w, "    %-32s %s\n", k, d.Properties[k])
 		}
 		fmt.Fprintln(w)
@@ -157,13 +158,4 @@ func Check(ctx context.Context, cfg *config.Config, connect bool, w io.Writer) e
 		return fmt.Errorf("check --connect: %d failed: %s", len(failed), strings.Join(failed, "; "))
 	}
 	return nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

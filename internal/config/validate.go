@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -266,7 +267,7 @@ func (in *Integration) Validate() error {
 		}
 		seen[e] = true
 	}
-	for _, k := range sortedKeys(in.EventNames) {
+	for _, k := range slices.Sorted(maps.Keys(in.EventNames)) {
 		if !seen[k] {
 			errs = append(errs, fieldErr("event_names."+k, "is not in events"))
 		}
@@ -282,12 +283,12 @@ func (in *Integration) Validate() error {
 			errs = append(errs, fieldErr(fmt.Sprintf("idclient_from[%d]", i), "must be attribute:<name>, user_id or anonymous_user_id, not %q", src))
 		}
 	}
-	for _, k := range sortedKeys(in.Properties.Rename) {
+	for _, k := range slices.Sorted(maps.Keys(in.Properties.Rename)) {
 		if err := piano.CheckKey(in.Properties.Rename[k]); err != nil {
 			errs = append(errs, fieldErr("properties.rename."+k, "%q %v", in.Properties.Rename[k], err))
 		}
 	}
-	for _, k := range sortedKeys(in.Properties.Static) {
+	for _, k := range slices.Sorted(maps.Keys(in.Properties.Static)) {
 		p := "properties.static." + k
 		if err := piano.CheckKey(k); err != nil {
 			errs = append(errs, fieldErr(p, "key %v", err))
@@ -345,13 +346,4 @@ func (t *Telemetry) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -32,17 +32,7 @@ func TestBrokerRestart(t *testing.T) {
 			t.Fatalf("broker %s: %v\n%s", step, err, out)
 		}
 	}
-	if err := e.collector.WaitHits(ctx, want); err != nil {
-		t.Fatal(err)
-	}
-	e.waitCommitted(ctx)
-	report()
-	got := e.delivered()
-	for id, r := range e.byEvent {
-		if r.want.reason == "" && got[id] == 0 {
-			t.Errorf("event %s lost across the broker restart", id)
-		}
-	}
+	e.finish(ctx, report)
 }
 
 // TestThreeConsumers runs three members in one group, joining one after the
@@ -85,15 +75,5 @@ func TestThreeConsumers(t *testing.T) {
 		t.Fatal(err)
 	}
 	members[0].stop(t) // one member leaves mid-stream
-	if err := e.collector.WaitHits(ctx, want); err != nil {
-		t.Fatal(err)
-	}
-	e.waitCommitted(ctx)
-	report()
-	got := e.delivered()
-	for id, r := range e.byEvent {
-		if r.want.reason == "" && got[id] == 0 {
-			t.Errorf("event %s lost", id)
-		}
-	}
+	e.finish(ctx, report)
 }
