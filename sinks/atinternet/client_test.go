@@ -164,8 +164,9 @@ func TestHangingCollectorTimesOutAndRetries(t *testing.T) {
 	defer close(release)
 	site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
 	err := client(t, atinternet.Config{RequestTimeout: 50 * time.Millisecond}).Send(context.Background(), request(site, "v", 1))
-	if err != nil || n.Load() != 2 {
-		t.Fatalf("err %v after %d attempts, want delivery on the 2nd", err, n.Load())
+	// At least 2: a loaded machine may time out a later attempt too.
+	if err != nil || n.Load() < 2 {
+		t.Fatalf("err %v after %d attempts, want delivery after the hanging one", err, n.Load())
 	}
 }
 
