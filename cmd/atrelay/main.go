@@ -27,6 +27,9 @@ Usage:
   atrelay check     --config FILE [--connect]  validate the config; print what each integration sends
   atrelay demo      [--events N]           everything embedded: Kafka, registry, collector, sample events
   atrelay collector [--listen ADDR]        a sandbox collect server that checks and prints every hit
+  atrelay offsets show  --config FILE      committed offset, end offset and lag per partition
+  atrelay offsets reset --config FILE --to earliest|latest|<RFC3339>|<p:o,...> [--execute]
+                                           dry run unless --execute; refuses while the group has members
   atrelay version
 `
 
@@ -104,6 +107,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return c.ListenAndServe(ctx, *listen, func(a net.Addr) {
 			fmt.Fprintf(stdout, "sandbox collector listening on http://%s (use it as collect_domain)\n", a)
 		})
+	case "offsets":
+		if len(args) == 0 || (args[0] != "show" && args[0] != "reset") {
+			return usageError{"offsets: show or reset"}
+		}
+		sub := args[0]
+		to := fs.String("to", "", "reset target: earliest, latest, an RFC 3339 time, or partition:offset pairs")
+		execute := fs.Bool("execute", false, "commit the new offsets (default: print them only)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return usageError{err.Error()}
+		}
+		cfg, err := load(*cfgPath)
+		if err != nil {
+			return err
+		}
+		if sub == "reset" && *to == "" {
+			return usageError{"offsets reset: --to is required"}
+		}
+		return app.Offsets(ctx, cfg, sub == "reset", *to, *execute, stdout)
 	case "version":
 		fmt.Fprintln(stdout, app.UserAgent)
 		return nil

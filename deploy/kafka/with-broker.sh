@@ -1,40 +1,91 @@
 #!/usr/bin/env bash
-# with-broker.sh CMD [ARGS...]: runs CMD with a single-node Apache Kafka 4
-# (KRaft, broker and controller in one process) on free 127.0.0.1 ports.
-# The jars come from Maven Central (pom.xml), cached by the pom's hash. The
-# broker is always stopped and its files removed, even when CMD fails; the
-# exit code is CMD's. CMD sees ATRELAY_TEST_BROKERS (host:port), and
-# ATRELAY_KAFKA_CTL ("broker-ctl.sh", call it with stop or start) to restart
-# the broker mid-test.
+# with-broker.sh CMD [ARGS...]: runs CMD next to a single-node Apache Kafka 4
+# (KRaft, broker and controller in one JVM) listening on free 127.0.0.1 ports.
+#
+# CMD sees:
+#   ATRELAY_TEST_BROKERS  127.0.0.1:<port>, what internal/testkafka dials
+#   ATRELAY_KAFKA_CTL     path of broker-ctl.sh: `bash "$ATRELAY_KAFKA_CTL" stop`
+#                         then `... start` restarts the broker on the same
+#                         ports and data, mid-test
+#   ATRELAY_KAFKA_DIR     the broker's state (config, pid, logs, data)
+#
+# Guarantees: the broker is stopped and its directory removed whatever
+# happens to CMD (failure, Ctrl-C, TERM); the exit code is CMD's. The jars
+# come from Maven Central once and are cached by pom.xml's hash, so later runs
+# need no network. Every wait is bounded.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-pomhash=$(sha256sum "$here/pom.xml" | cut -c1-12)
-cache=${ATRELAY_KAFKA_CACHE:-$HOME/.cache/atrelay/kafka-$pomhash}
-if [ ! -f "$cache/.complete" ]; then
-  echo "with-broker: downloading the Kafka broker jars into $cache" >&2
-  rm -rf "$cache"
+root=$(cd "$here/../.." && pwd)
+[ $# -gt 0 ] || { echo "usage: with-broker.sh CMD [ARGS...]" >&2; exit 2; }
+for tool in java mvn python3 go; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "with-broker: $tool is not on PATH" >&2; exit 1; }
+done
+
+# The jars, keyed by the pom's hash so an edited pom never reuses stale jars.
+# A lock serialises concurrent first runs; the download lands in a scratch
+# directory renamed into place only when complete.
+version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")
+pomhash=$(sha256sum "$here/pom.xml" | cut -c1-16)
+cache=${ATRELAY_KAFKA_CACHE:-$HOME/.cache/atrelay/kafka-$version}
+jars=$cache/$pomhash
+if [ ! -f "$jars/.complete" ]; then
   mkdir -p "$cache"
-  mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$cache/jars" >&2
-  touch "$cache/.complete"
+  exec 9>"$cache/.lock"
+  flock -w 900 9 || { echo "with-broker: $cache/.lock held for 15 min" >&2; exit 1; }
+  if [ ! -f "$jars/.complete" ]; then
+    echo "with-broker: downloading Apache Kafka $version jars into $jars" >&2
+    scratch=$(mktemp -d "$cache/.download.XXXXXX")
+    if ! timeout 900 mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$scratch" >&2; then
+      rm -rf "$scratch"
+      echo "with-broker: mvn could not fetch the broker jars (is Maven Central reachable?)" >&2
+      exit 1
+    fi
+    touch "$scratch/.complete"
+    rm -rf "$jars"
+    mv "$scratch" "$jars"
+  fi
+  exec 9>&-
 fi
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/atrelay-kafka.XXXXXX")
 export ATRELAY_KAFKA_DIR=$dir
 cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
   bash "$here/broker-ctl.sh" stop || true
   rm -rf "$dir"
+  exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
+# Two ports the OS says are free, held together so they differ. Another
+# process could take one before Kafka binds it; the readiness wait then
+# fails with the broker log, and a rerun picks new ports.
 read -r bport cport < <(python3 -c '
 import socket
 socks = [socket.socket() for _ in range(2)]
-for s in socks: s.bind(("127.0.0.1", 0))
+for s in socks:
+    s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
+# A cluster id as Kafka's Uuid prints it (22 chars of url-safe base64, never
+# starting with "-"), made here to save starting a JVM for StorageTool random-uuid.
+cluster=$(python3 -c '
+import base64, uuid
+while True:
+    s = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not s.startswith("-"):
+        print(s)
+        break')
+
 mkdir -p "$dir/logs" "$dir/data"
-ls "$cache"/jars/*.jar | tr '\n' ':' >"$dir/classpath"
+ls "$jars"/*.jar | tr '\n' ':' >"$dir/classpath"
 echo "127.0.0.1:$bport" >"$dir/brokers"
+# Tests create their topics, so auto-creation stays off: a typo in a topic
+# name fails instead of silently making a new topic. Internal topics have one
+# replica and few partitions so the first group join is quick.
 cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
@@ -46,25 +97,33 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$dir/data
 num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
 auto.create.topics.enable=false
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=4
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+log.cleaner.dedupe.buffer.size=16777216
 PROPS
-cp=$(cat "$dir/classpath")
-uuid=$(java -cp "$cp" -Dlog4j2.configurationFile="$here/log4j2.properties" -Dkafka.logs.dir="$dir/logs" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)
-java -cp "$cp" -Dlog4j2.configurationFile="$here/log4j2.properties" -Dkafka.logs.dir="$dir/logs" \
-  kafka.tools.StorageTool format --standalone -t "$uuid" -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1 || {
+
+# The readiness probe, built once so a restart from inside a test is quick.
+(cd "$root" && go build -o "$dir/waitbroker" ./deploy/kafka/waitbroker)
+
+if ! java -cp "$(cat "$dir/classpath")" -Dlog4j2.configurationFile="$here/log4j2.properties" \
+  -Dkafka.logs.dir="$dir/logs" kafka.tools.StorageTool format --standalone \
+  -t "$cluster" -c "$dir/server.properties" </dev/null >"$dir/logs/format.log" 2>&1; then
+  echo "with-broker: formatting the KRaft storage failed:" >&2
   cat "$dir/logs/format.log" >&2
   exit 1
-}
-start=$(date +%s)
+fi
+t0=$EPOCHREALTIME
 bash "$here/broker-ctl.sh" start
-echo "with-broker: Apache Kafka ready on 127.0.0.1:$bport after $(( $(date +%s) - start ))s" >&2
+echo "with-broker: Apache Kafka $version ready on 127.0.0.1:$bport in $(awk "BEGIN { printf \"%.1f\", $EPOCHREALTIME - $t0 }")s" >&2
 
 export ATRELAY_TEST_BROKERS="127.0.0.1:$bport"
 export ATRELAY_KAFKA_CTL="$here/broker-ctl.sh"
@@ -72,4 +131,4 @@ set +e
 "$@"
 rc=$?
 set -e
-exit $rc
+exit "$rc"

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/atrelay/atrelay/internal/config"
+	"github.com/atrelay/atrelay/internal/groupoffsets"
 	"github.com/atrelay/atrelay/internal/kafkaconn"
 	"github.com/atrelay/atrelay/internal/telemetry"
 	"github.com/atrelay/atrelay/pipeline"
@@ -71,6 +72,41 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return runErr
 	}
 	return serveErr
+}
+
+// Offsets shows the group's committed offsets and lag, or resets them
+// (a dry run unless execute).
+func Offsets(ctx context.Context, cfg *config.Config, reset bool, to string, execute bool, w io.Writer) error {
+	kopts, err := kafkaconn.Options(cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	if !reset {
+		rows, err := groupoffsets.Show(ctx, adm, cfg.Kafka.Group, cfg.Kafka.Topic)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "group %s, topic %s\n", cfg.Kafka.Group, cfg.Kafka.Topic)
+		groupoffsets.Print(w, rows, false)
+		return nil
+	}
+	rows, err := groupoffsets.Reset(ctx, adm, cfg.Kafka.Group, cfg.Kafka.Topic, to, execute)
+	if err != nil {
+		return err
+	}
+	groupoffsets.Print(w, rows, true)
+	if execute {
+		fmt.Fprintf(w, "committed: group %s restarts from the new offsets\n", cfg.Kafka.Group)
+	} else {
+		fmt.Fprintln(w, "dry run: nothing committed; add --execute to apply")
+	}
+	return nil
 }
 
 // Check prints, per integration, every event name and property key it will
