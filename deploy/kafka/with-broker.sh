@@ -35,7 +35,7 @@ if [ ! -f "$jars/.complete" ]; then
   if [ ! -f "$jars/.complete" ]; then
     echo "with-broker: downloading Apache Kafka $version jars into $jars" >&2
     scratch=$(mktemp -d "$cache/.download.XXXXXX")
-    if ! timeout 900 mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
+    if ! timeout 900 mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies \
       -DincludeScope=runtime -DoutputDirectory="$scratch" >&2; then
       rm -rf "$scratch"
       echo "with-broker: mvn could not fetch the broker jars (is Maven Central reachable?)" >&2

@@ -9,6 +9,9 @@ import (
 	"log/slog"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kotel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/atrelay/atrelay/codec"
 	"github.com/atrelay/atrelay/internal/config"
@@ -38,6 +41,10 @@ type Options struct {
 	// OnCommit and OnReady are passed to the relay.
 	OnCommit func(map[string]map[int32]kgo.EpochOffset)
 	OnReady  func(bool)
+	// TracerProvider, when set, traces every record (a process span whose
+	// parent comes from its traceparent header) and every collect request
+	// (a client span linked to its records' spans).
+	TracerProvider trace.TracerProvider
 }
 
 // Service is one assembled atrelay.
@@ -83,6 +90,14 @@ func Build(cfg *config.Config, o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	var tracer *kotel.Tracer
+	if o.TracerProvider != nil {
+		tracer = kotel.NewTracer(kotel.TracerProvider(o.TracerProvider),
+			kotel.TracerPropagator(propagation.TraceContext{}), kotel.ConsumerGroup(cfg.Kafka.Group))
+		kopts = append(kopts, kgo.WithHooks(kotel.NewKotel(kotel.WithTracer(tracer)).Hooks()...))
+		sc.Tracer = o.TracerProvider.Tracer("github.com/atrelay/atrelay/sinks/atinternet")
+		sc.Links = relay.HitSpan
+	}
 	r, err := relay.New(relay.Config{
 		Kafka:      cfg.Kafka,
 		Delivery:   d,
@@ -94,6 +109,7 @@ func Build(cfg *config.Config, o Options) (*Service, error) {
 		Logger:     log,
 		OnCommit:   o.OnCommit,
 		OnReady:    o.OnReady,
+		Tracer:     tracer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)

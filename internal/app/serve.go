@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/atrelay/atrelay/internal/config"
@@ -34,11 +35,16 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	health := &telemetry.Health{}
+	var tp trace.TracerProvider
+	if tel.Tracing != nil {
+		tp = tel.Tracing
+	}
 	svc, err := Build(cfg, Options{
-		Logger:     log,
-		Metrics:    tel.Metrics,
-		Middleware: []pipeline.Middleware{tel.Metrics.StageMiddleware()},
-		OnReady:    health.SetReady,
+		TracerProvider: tp,
+		Logger:         log,
+		Metrics:        tel.Metrics,
+		Middleware:     []pipeline.Middleware{tel.Metrics.StageMiddleware()},
+		OnReady:        health.SetReady,
 		SinkHooks: func(c *atinternet.Config) {
 			c.OnResponse = func(site *pipeline.Site, status int, d time.Duration) {
 				tel.Metrics.Request(context.Background(), site.Integration, status, d)

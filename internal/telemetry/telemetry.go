@@ -1,5 +1,6 @@
 // Package telemetry wires OpenTelemetry metrics (exported for Prometheus),
-// and the health endpoints, once, at the edges of the service.
+// traces (exported over OTLP when configured) and the health endpoints,
+// once, at the edges of the service.
 package telemetry
 
 import (
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -16,19 +18,26 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 
 	"github.com/atrelay/atrelay/pipeline"
 )
 
-// Telemetry owns the meter provider and its Prometheus registry.
+// Telemetry owns the meter provider and its Prometheus registry, and the
+// tracer provider when traces are exported.
 type Telemetry struct {
 	Provider *sdkmetric.MeterProvider
 	Metrics  *Metrics
+	// Tracing is nil unless OTLP trace export is configured through the
+	// standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT variables: without an
+	// exporter, spans would cost CPU for nothing.
+	Tracing  *sdktrace.TracerProvider
 	registry *prometheus.Registry
 }
 
@@ -46,7 +55,16 @@ func Setup(serviceName, version string) (*Telemetry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Telemetry{Provider: mp, Metrics: m, registry: reg}, nil
+	t := &Telemetry{Provider: mp, Metrics: m, registry: reg}
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
+		// The exporter reads the other OTEL_EXPORTER_OTLP_* variables itself.
+		exp, err := otlptracehttp.New(context.Background())
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: otlp trace exporter: %w", err)
+		}
+		t.Tracing = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	}
+	return t, nil
 }
 
 // Handler serves /metrics.
@@ -54,8 +72,14 @@ func (t *Telemetry) Handler() http.Handler {
 	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
 }
 
-// Shutdown flushes the provider.
-func (t *Telemetry) Shutdown(ctx context.Context) error { return t.Provider.Shutdown(ctx) }
+// Shutdown flushes the providers.
+func (t *Telemetry) Shutdown(ctx context.Context) error {
+	err := t.Provider.Shutdown(ctx)
+	if t.Tracing != nil {
+		err = errors.Join(err, t.Tracing.Shutdown(ctx))
+	}
+	return err
+}
 
 // Metrics are atrelay's instruments. The methods are safe for concurrent use
 // and, once an attribute set was seen, allocate nothing.

@@ -12,6 +12,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kotel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/atrelay/atrelay/codec"
 	"github.com/atrelay/atrelay/internal/config"
@@ -78,6 +82,11 @@ type Config struct {
 	// OnReady, when set, is called with true once the member has an
 	// assignment, and with false when it starts shutting down.
 	OnReady func(bool)
+	// Tracer, when set, starts a process span per record, its parent taken
+	// from the record's W3C traceparent header; the span ends when the
+	// record is settled or abandoned. Install the same tracer's hooks on the
+	// client (ClientOpts) for the receive spans.
+	Tracer *kotel.Tracer
 }
 
 func (c *Config) validate() error {
@@ -134,7 +143,8 @@ type Relay struct {
 type item struct {
 	rec     *kgo.Record
 	tr      *offsets.Tracker
-	created time.Time // the event's creation, for the delivery latency
+	created time.Time  // the event's creation, for the delivery latency
+	span    trace.Span // the process span, when tracing
 	hit     pipeline.Hit
 }
 
@@ -358,6 +368,11 @@ func (r *Relay) poll(ctx context.Context, workers []chan []*item) {
 // max_buffered_events records.
 func (r *Relay) process(it *item, sc *scratch) {
 	ctx := r.deliverCtx
+	if r.cfg.Tracer != nil {
+		_, it.span = r.cfg.Tracer.WithProcessSpan(it.rec)
+		// Stages see the span; cancellation still follows deliverCtx.
+		ctx = trace.ContextWithSpan(ctx, it.span)
+	}
 	r.metrics.Consumed(ctx, it.rec.Topic, it.rec.Partition)
 	for attempt := 0; ; attempt++ {
 		err := r.cfg.Decoder.DecodeInto(ctx, it.rec.Value, &sc.ev)
@@ -444,8 +459,13 @@ func (r *Relay) deadLetter(it *item, f dlq.Failure) {
 }
 
 // settle marks the record settled in its tracker (refused, harmlessly, when
-// its partition was revoked meanwhile) and releases it.
+// its partition was revoked meanwhile) and releases it. The span ends first,
+// so that a commit covering the record implies its span has ended.
 func (r *Relay) settle(it *item, outcome, reason string) {
+	if it.span != nil {
+		it.span.SetAttributes(attribute.String("atrelay.outcome", outcome), attribute.String("atrelay.reason", reason))
+		it.span.End()
+	}
 	it.tr.Settle(it.rec.Offset)
 	r.metrics.Settled(r.deliverCtx, outcome, reason, 1)
 	r.release(it)
@@ -453,10 +473,16 @@ func (r *Relay) settle(it *item, outcome, reason string) {
 
 // abandon releases a record without settling it: its partition cannot commit
 // past it, and whoever owns the partition next processes it again.
-func (r *Relay) abandon(it *item) { r.release(it) }
+func (r *Relay) abandon(it *item) {
+	if it.span != nil {
+		it.span.SetStatus(codes.Error, "abandoned: left unsettled for the partition's next owner")
+		it.span.End()
+	}
+	r.release(it)
+}
 
 func (r *Relay) release(it *item) {
-	it.rec, it.tr, it.created = nil, nil, time.Time{}
+	it.rec, it.tr, it.created, it.span = nil, nil, time.Time{}, nil
 	it.hit.Reset()
 	r.items.Put(it)
 	r.buffered.Add(-1)
@@ -464,6 +490,16 @@ func (r *Relay) release(it *item) {
 	case r.space <- struct{}{}:
 	default:
 	}
+}
+
+// HitSpan returns the span context of the record a hit came from, or an
+// invalid one when the relay is not tracing: the sink links each request's
+// span to its records' spans with it.
+func HitSpan(h *pipeline.Hit) trace.SpanContext {
+	if it, ok := h.Ref.(*item); ok && it.span != nil {
+		return it.span.SpanContext()
+	}
+	return trace.SpanContext{}
 }
 
 // kill makes the relay stop as a crash would: from now on nothing is

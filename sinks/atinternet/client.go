@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/atrelay/atrelay/pipeline"
 )
@@ -45,6 +48,10 @@ type Config struct {
 	// OnRetry, when set, is called before each retry with its reason
 	// (http_503, timeout, connection).
 	OnRetry func(site *pipeline.Site, reason string)
+	// Tracer, when set, records a client span per request, linked through
+	// Links to the spans of the records it carries.
+	Tracer trace.Tracer
+	Links  func(*pipeline.Hit) trace.SpanContext
 }
 
 // RejectedError is a permanent failure: the collect server answered a 4xx
@@ -264,7 +271,12 @@ func Body(hits []*pipeline.Hit) []byte {
 // Send delivers one request, retrying transient failures. It returns nil on
 // a 2xx, a *RejectedError on a permanent failure, and a *TransientError when
 // retries or ctx ran out. Every response body is drained and closed.
-func (c *Client) Send(ctx context.Context, req pipeline.Request) error {
+func (c *Client) Send(ctx context.Context, req pipeline.Request) (err error) {
+	if c.cfg.Tracer != nil {
+		var span trace.Span
+		ctx, span = c.startSpan(ctx, req)
+		defer func() { endSpan(span, err) }()
+	}
 	r, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, URL(req.Site, req.IDClient), Body(req.Hits))
 	if err != nil {
 		return &RejectedError{Status: 0, Body: err.Error()}
@@ -296,6 +308,50 @@ func (c *Client) Send(ctx context.Context, req pipeline.Request) error {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		return &RejectedError{Status: resp.StatusCode, Body: string(b)}
 	}
+}
+
+// startSpan starts the request's client span (OpenTelemetry HTTP
+// conventions), linked to the spans of its records.
+func (c *Client) startSpan(ctx context.Context, req pipeline.Request) (context.Context, trace.Span) {
+	var links []trace.Link
+	if c.cfg.Links != nil {
+		for _, h := range req.Hits {
+			if sc := c.cfg.Links(h); sc.IsValid() {
+				links = append(links, trace.Link{SpanContext: sc})
+			}
+		}
+	}
+	host := req.Site.Endpoint
+	if u, err := url.Parse(req.Site.Endpoint); err == nil {
+		host = u.Host
+	}
+	return c.cfg.Tracer.Start(ctx, "POST", trace.WithSpanKind(trace.SpanKindClient), trace.WithLinks(links...),
+		trace.WithAttributes(
+			attribute.String("http.request.method", http.MethodPost),
+			attribute.String("server.address", host),
+			attribute.String("url.full", req.Site.Endpoint),
+			attribute.Int64("atrelay.site_id", req.Site.ID),
+			attribute.Int("atrelay.events", len(req.Hits)),
+		))
+}
+
+func endSpan(span trace.Span, err error) {
+	var rej *RejectedError
+	var te *TransientError
+	switch {
+	case err == nil:
+	case errors.As(err, &rej):
+		span.SetAttributes(attribute.Int("http.response.status_code", rej.Status))
+		span.SetStatus(codes.Error, rej.Reason())
+	case errors.As(err, &te):
+		if te.Status != 0 {
+			span.SetAttributes(attribute.Int("http.response.status_code", te.Status))
+		}
+		span.SetStatus(codes.Error, te.Error())
+	default:
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }
 
 func (c *Client) retrying(site *pipeline.Site, reason string, attempt int) {

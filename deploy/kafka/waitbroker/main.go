@@ -1,14 +1,22 @@
 // Command waitbroker waits until a Kafka broker answers a metadata request
-// and its group coordinator is ready, or fails after a bounded time. The
-// broker scripts use it to know when tests may start.
+// and its group coordinator answers too, or fails after a bounded time. The
+// broker scripts (with-broker.sh, broker-ctl.sh) run it so that tests start
+// only on a broker that can serve them.
+//
+// Usage: waitbroker [-timeout 90s] [-pid N] host:port[,host:port...]
+//
+// With -pid it fails as soon as that process (the broker's JVM) has exited,
+// instead of waiting out the timeout on a broker that will never answer.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -17,36 +25,68 @@ import (
 
 func main() {
 	timeout := flag.Duration("timeout", 90*time.Second, "give up after this long")
+	pid := flag.Int("pid", 0, "fail early once this process has exited (0: do not watch)")
 	flag.Parse()
-	if flag.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: waitbroker [-timeout D] host:port[,host:port]")
+	if flag.NArg() != 1 || *timeout <= 0 {
+		fmt.Fprintln(os.Stderr, "usage: waitbroker [-timeout D] [-pid N] host:port[,host:port...]")
 		os.Exit(2)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(flag.Arg(0), ",")...))
+	err := wait(ctx, strings.Split(flag.Arg(0), ","), *pid)
+	cancel()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "waitbroker:", err)
+		fmt.Fprintf(os.Stderr, "waitbroker: %s: %v\n", flag.Arg(0), err)
 		os.Exit(1)
+	}
+}
+
+// wait polls until one ListBrokers and one ListGroups succeed. ListGroups is
+// the stricter check: after a restart the broker answers metadata before its
+// group coordinator has reloaded __consumer_offsets.
+func wait(ctx context.Context, seeds []string, pid int) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	if err != nil {
+		return fmt.Errorf("new client: %w", err)
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
+	start := time.Now()
 	var last error
 	for {
-		// Listing groups needs the broker and the group coordinator up.
-		if _, err := adm.ListBrokers(ctx); err == nil {
-			if _, err = adm.ListGroups(ctx); err == nil {
-				return
-			}
-			last = err
+		if _, err := adm.ListBrokers(ctx); err != nil {
+			last = fmt.Errorf("list brokers: %w", err)
+		} else if _, err := adm.ListGroups(ctx); err != nil {
+			last = fmt.Errorf("list groups: %w", err)
 		} else {
-			last = err
+			return nil
+		}
+		if pid > 0 && exited(pid) {
+			return fmt.Errorf("broker process %d exited (last error: %w)", pid, last)
 		}
 		select {
 		case <-ctx.Done():
-			fmt.Fprintf(os.Stderr, "waitbroker: %s not ready after %s: %v\n", flag.Arg(0), *timeout, last)
-			os.Exit(1)
-		case <-time.After(250 * time.Millisecond):
+			return fmt.Errorf("not ready after %s: %w", time.Since(start).Round(time.Second), last)
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// exited reports whether pid is gone or a zombie (dead, not yet reaped).
+func exited(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return true
+	}
+	err = p.Signal(syscall.Signal(0))
+	_ = p.Release()
+	if errors.Is(err, os.ErrProcessDone) {
+		return true
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false // no procfs: rely on kill alone
+	}
+	// The state follows the parenthesised command name, which may hold spaces.
+	i := strings.LastIndexByte(string(stat), ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }
