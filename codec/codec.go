@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/linkedin/goavro/v2"
 	"github.com/twmb/franz-go/pkg/sr"
@@ -146,7 +147,7 @@ func New(framing Framing, reg *sr.Client, rawSchema string) (*Decoder, error) {
 func FromConfig(cfg config.Codec) (*Decoder, error) {
 	var reg *sr.Client
 	if cfg.SchemaRegistry.URL != "" {
-		opts := []sr.ClientOpt{sr.URLs(cfg.SchemaRegistry.URL), sr.HTTPClient(&http.Client{Timeout: 10e9})}
+		opts := []sr.ClientOpt{sr.URLs(cfg.SchemaRegistry.URL), sr.HTTPClient(&http.Client{Timeout: 10 * time.Second})}
 		if cfg.SchemaRegistry.Username != "" {
 			opts = append(opts, sr.BasicAuth(cfg.SchemaRegistry.Username, cfg.SchemaRegistry.Password.Reveal()))
 		}
