@@ -36,7 +36,7 @@ type Options struct {
 	Middleware []pipeline.Middleware
 	// ClientOpts are added to the Kafka client's (hooks, tests).
 	ClientOpts []kgo.Opt
-	// Sink overrides the collect client's config hooks (metrics).
+	// SinkHooks adjusts the collect client's config (metrics hooks).
 	SinkHooks func(*atinternet.Config)
 	// OnCommit and OnReady are passed to the relay.
 	OnCommit func(map[string]map[int32]kgo.EpochOffset)
