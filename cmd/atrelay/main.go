@@ -30,6 +30,7 @@ Usage:
   atrelay offsets show  --config FILE      committed offset, end offset and lag per partition
   atrelay offsets reset --config FILE --to earliest|latest|<RFC3339>|<p:o,...> [--execute]
                                            dry run unless --execute; refuses while the group has members
+  atrelay send-test --config FILE --integration NAME   one test hit, to see it arrive in Piano
   atrelay version
 `
 
@@ -125,6 +126,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return usageError{"offsets reset: --to is required"}
 		}
 		return app.Offsets(ctx, cfg, sub == "reset", *to, *execute, stdout)
+	case "send-test":
+		name := fs.String("integration", "", "the integration to send a test hit for")
+		if err := fs.Parse(args); err != nil {
+			return usageError{err.Error()}
+		}
+		if *name == "" {
+			return usageError{"send-test: --integration is required"}
+		}
+		cfg, err := load(*cfgPath)
+		if err != nil {
+			return err
+		}
+		return app.SendTest(ctx, cfg, *name, stdout)
 	case "version":
 		fmt.Fprintln(stdout, app.UserAgent)
 		return nil

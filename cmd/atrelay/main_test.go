@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/atrelay/atrelay/internal/sandbox"
 )
 
 func TestCheckPrintsWhatToDeclare(t *testing.T) {
@@ -56,5 +59,34 @@ func TestUsageErrors(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"version"}, &out, nil); err != nil || !strings.HasPrefix(out.String(), "atrelay/") {
 		t.Errorf("version: %q %v", out.String(), err)
+	}
+}
+
+func TestSendTest(t *testing.T) {
+	collector := sandbox.New()
+	srv := httptest.NewServer(collector)
+	defer srv.Close()
+	cfgPath := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(cfgPath, []byte(`
+kafka: {brokers: ["b:1"], topic: t, group: g}
+integrations:
+  - {name: app, app_id: com.example.app, site_id: 42, collect_domain: "`+srv.URL+`", events: [TRIAL_STARTED],
+     event_names: {TRIAL_STARTED: trial.started}, idclient_from: ["attribute:custom_id"]}
+`), 0o600)
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"send-test", "--config", cfgPath, "--integration", "app"}, &out, new(bytes.Buffer)); err != nil {
+		t.Fatalf("send-test: %v\n%s", err, out.String())
+	}
+	hits := collector.Hits()
+	if len(hits) != 1 || hits[0].Site != 42 || hits[0].Name != "trial.started" || hits[0].IDClient != "atrelay-send-test" ||
+		!strings.HasPrefix(hits[0].Data["event_id"].(string), "atrelay-send-test-") {
+		t.Fatalf("collector got %+v", hits)
+	}
+	if !strings.Contains(out.String(), "POST "+srv.URL+"/event?s=42&idclient=atrelay-send-test") || !strings.Contains(out.String(), "delivered") {
+		t.Fatalf("output:\n%s", out.String())
+	}
+	err := run(context.Background(), []string{"send-test", "--config", cfgPath, "--integration", "nope"}, new(bytes.Buffer), new(bytes.Buffer))
+	if err == nil || !strings.Contains(err.Error(), `no integration named "nope"`) {
+		t.Fatalf("unknown integration: %v", err)
 	}
 }
