@@ -18,10 +18,12 @@ test-unit:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
-## test-kafka: the Kafka integration tests against a real single-node KRaft
-## broker that deploy/kafka/with-broker.sh downloads (Maven), starts and stops.
+## test-kafka: the packages using internal/testkafka, with -race, against a
+## real single-node KRaft Apache Kafka that deploy/kafka/with-broker.sh
+## downloads once (Maven), starts and always stops. Without java/mvn: one
+## "skipped" line, a failure under CI=true. Flags: KAFKA_TEST_FLAGS='-run X -v'.
 test-kafka:
-	bash deploy/kafka/test-real-broker.sh
+	bash deploy/kafka/test-real-broker.sh $(KAFKA_TEST_FLAGS)
 
 ## bench: every benchmark, with allocations (the end-to-end one on kfake).
 bench:

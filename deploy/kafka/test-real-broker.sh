@@ -3,16 +3,18 @@
 # code or tests import internal/testkafka runs again, with the race detector,
 # against Apache Kafka started by with-broker.sh.
 #
-# Without java or mvn it prints one line and passes, except under CI=true,
-# where a skipped real-broker pass is a failure. Extra arguments go to
-# `go test` (e.g. -run TestBrokerRestart -v).
+# Without java or mvn (or python3, which with-broker.sh uses) it prints one
+# line and passes, except under CI=true, where a skipped pass is a failure.
+# Extra arguments go to `go test` (e.g. -run TestBrokerRestart -v).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
-  echo "real-broker pass: skipped (no java/mvn on PATH)"
+skip() {
+  echo "real-broker pass: skipped ($1)"
   [ "${CI:-}" = "true" ] && exit 1
   exit 0
-fi
+}
+command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1 || skip "no java/mvn on PATH"
+command -v python3 >/dev/null 2>&1 || skip "no python3 on PATH"
 # testkafka itself is left out: it is the switch, not a user of it.
 pkgs=$(go list -f '{{.ImportPath}} {{join .Imports " "}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./... |
   awk '$1 !~ /\/internal\/testkafka$/ && / github\.com\/atrelay\/atrelay\/internal\/testkafka( |$)/ { print $1 }')

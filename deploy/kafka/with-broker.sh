@@ -35,12 +35,14 @@ if [ ! -f "$jars/.complete" ]; then
   if [ ! -f "$jars/.complete" ]; then
     echo "with-broker: downloading Apache Kafka $version jars into $jars" >&2
     scratch=$(mktemp -d "$cache/.download.XXXXXX")
-    if ! timeout 900 mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="$scratch" >&2; then
-      rm -rf "$scratch"
+    if ! timeout 900 mvn -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$scratch" >"$scratch.log" 2>&1; then
+      tail -n 30 "$scratch.log" >&2
+      rm -rf "$scratch" "$scratch.log"
       echo "with-broker: mvn could not fetch the broker jars (is Maven Central reachable?)" >&2
       exit 1
     fi
+    rm -f "$scratch.log"
     touch "$scratch/.complete"
     rm -rf "$jars"
     mv "$scratch" "$jars"
@@ -50,9 +52,11 @@ fi
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/atrelay-kafka.XXXXXX")
 export ATRELAY_KAFKA_DIR=$dir
+watchdog=
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  [ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null || true
   bash "$here/broker-ctl.sh" stop || true
   rm -rf "$dir"
   exit "$rc"
@@ -121,6 +125,17 @@ if ! java -cp "$(cat "$dir/classpath")" -Dlog4j2.configurationFile="$here/log4j2
   cat "$dir/logs/format.log" >&2
   exit 1
 fi
+# Should this script be killed outright (SIGKILL: no trap runs), the
+# watchdog still ends CMD, stops the broker and removes its files, within 2 s.
+(
+  trap - EXIT INT TERM
+  while kill -0 $$ 2>/dev/null; do sleep 2; done
+  [ ! -f "$dir/cmd.pgid" ] || kill -TERM -- "-$(cat "$dir/cmd.pgid")" 2>/dev/null || true
+  bash "$here/broker-ctl.sh" stop || true
+  rm -rf "$dir"
+) </dev/null >/dev/null 2>&1 &
+watchdog=$!
+
 t0=$EPOCHREALTIME
 bash "$here/broker-ctl.sh" start
 echo "with-broker: Apache Kafka $version ready on 127.0.0.1:$bport in $(awk "BEGIN { printf \"%.1f\", $EPOCHREALTIME - $t0 }")s" >&2
@@ -128,7 +143,28 @@ echo "with-broker: Apache Kafka $version ready on 127.0.0.1:$bport in $(awk "BEG
 export ATRELAY_TEST_BROKERS="127.0.0.1:$bport"
 export ATRELAY_KAFKA_CTL="$here/broker-ctl.sh"
 set +e
-"$@"
-rc=$?
-set -e
+if [ -t 0 ]; then
+  # At a terminal CMD stays in the foreground, so it can read the terminal
+  # (e.g. `with-broker.sh bash`); Ctrl-C reaches it and this script alike.
+  "$@"
+  rc=$?
+else
+  # Otherwise CMD runs in its own process group (set -m), so that it takes
+  # SIGINT by default (a background job would ignore it), and a signal sent
+  # to this script alone (`kill PID`, a CI cancel) reaches all of CMD, go
+  # test and its test binary, at once instead of after CMD ends.
+  set -m
+  "$@" <&0 &
+  child=$!
+  set +m
+  echo "$child" >"$dir/cmd.pgid"
+  trap 'kill -INT -- -$child 2>/dev/null' INT
+  trap 'kill -TERM -- -$child 2>/dev/null' TERM
+  while :; do
+    wait "$child"
+    rc=$?
+    # A trapped signal ends wait early; wait again for CMD's own status.
+    kill -0 "$child" 2>/dev/null || break
+  done
+fi
 exit "$rc"

@@ -40,10 +40,20 @@ func main() {
 	}
 }
 
+// errExited is the cause of a wait ended by the broker process exiting.
+var errExited = errors.New("broker process exited")
+
 // wait polls until one ListBrokers and one ListGroups succeed. ListGroups is
 // the stricter check: after a restart the broker answers metadata before its
-// group coordinator has reloaded __consumer_offsets.
+// group coordinator has reloaded __consumer_offsets. With pid > 0 a watcher
+// ends the wait as soon as that process exits, even mid-request (a request
+// to a port something else holds can hang until its own timeout).
 func wait(ctx context.Context, seeds []string, pid int) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if pid > 0 {
+		go watch(ctx, cancel, pid)
+	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
 	if err != nil {
 		return fmt.Errorf("new client: %w", err)
@@ -60,13 +70,28 @@ func wait(ctx context.Context, seeds []string, pid int) error {
 		} else {
 			return nil
 		}
-		if pid > 0 && exited(pid) {
-			return fmt.Errorf("broker process %d exited (last error: %w)", pid, last)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not ready after %s: %w (last error: %v)",
+				time.Since(start).Round(100*time.Millisecond), context.Cause(ctx), last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// watch cancels ctx with errExited once pid has exited.
+func watch(ctx context.Context, cancel context.CancelCauseFunc, pid int) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if exited(pid) {
+			cancel(fmt.Errorf("pid %d: %w", pid, errExited))
+			return
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("not ready after %s: %w", time.Since(start).Round(time.Second), last)
-		case <-time.After(200 * time.Millisecond):
+			return
+		case <-tick.C:
 		}
 	}
 }

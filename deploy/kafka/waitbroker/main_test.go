@@ -54,17 +54,48 @@ func TestWait(t *testing.T) {
 }
 
 // TestWaitBrokerExited checks that a dead broker process ends the wait at
-// once rather than at the deadline: the context here has none.
+// once rather than at a deadline (the context here has none), including when
+// the port is held by something that accepts and never answers.
 func TestWaitBrokerExited(t *testing.T) {
-	pid := deadChild(t)
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	go func() {
+		var held []net.Conn // accepted, never answered, closed with the test
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed := ln.Addr().String()
+	refused := ln.Addr().String()
 	ln.Close()
-	if err := wait(context.Background(), []string{closed}, pid); err == nil {
-		t.Fatal("wait on an exited broker succeeded")
+
+	for _, tc := range []struct {
+		name string
+		seed string
+	}{
+		{"connection refused", refused},
+		{"port held, no answer", silent.Addr().String()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := wait(context.Background(), []string{tc.seed}, deadChild(t)); !errors.Is(err, errExited) {
+				t.Fatalf("wait = %v, want %v", err, errExited)
+			}
+		})
 	}
 }
 
