@@ -32,11 +32,11 @@ bench:
 ## bench-e2e-kafka: the end-to-end benchmark against a real broker, so that
 ## CPU and RSS are the service's alone.
 bench-e2e-kafka:
-	bash deploy/kafka/with-broker.sh $(GO) test -run '^$$' -bench EndToEnd -benchtime 200000x ./pipeline/relay/
+	bash deploy/kafka/with-broker.sh $(GO) test -run '^$$' -bench EndToEnd -benchtime 200000x ./internal/relay/
 
 ## bench-backlog: a backlog of 1,000,000 records, max_buffered_events 50000.
 bench-backlog:
-	ATRELAY_BENCH_BACKLOG=1 bash deploy/kafka/with-broker.sh $(GO) test -run '^$$' -bench Backlog1M -benchtime 1x -timeout 30m ./pipeline/relay/
+	ATRELAY_BENCH_BACKLOG=1 bash deploy/kafka/with-broker.sh $(GO) test -run '^$$' -bench Backlog1M -benchtime 1x -timeout 30m ./internal/relay/
 
 ## fuzz: each fuzz target for FUZZTIME.
 fuzz:

@@ -8,7 +8,7 @@
 //	pipeline         filter -> rename -> enrich (this package)
 //	sinks/atinternet encode; one HTTP request per visitor
 //	pipeline/batch   per-site batches, split per visitor
-//	pipeline/offsets per-partition settlement and the committable offset
 //	sinks/dlq        what cannot be decoded or delivered
-//	pipeline/relay   the consumer group that ties them together
+//	internal/relay   the consumer-group service that ties them together,
+//	                 with internal/relay/offsets (what may be committed)
 package pipeline

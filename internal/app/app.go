@@ -17,7 +17,7 @@ import (
 	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/kafkaconn"
 	"github.com/atrelay/atrelay/pipeline"
-	"github.com/atrelay/atrelay/pipeline/relay"
+	"github.com/atrelay/atrelay/internal/relay"
 	"github.com/atrelay/atrelay/sinks/atinternet"
 )
 

@@ -25,7 +25,7 @@ import (
 	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/fixture"
 	"github.com/atrelay/atrelay/internal/sandbox"
-	"github.com/atrelay/atrelay/pipeline/relay"
+	"github.com/atrelay/atrelay/internal/relay"
 	"github.com/atrelay/atrelay/schemas"
 )
 

@@ -23,7 +23,7 @@ import (
 	"github.com/atrelay/atrelay/internal/fixture"
 	"github.com/atrelay/atrelay/internal/sandbox"
 	"github.com/atrelay/atrelay/internal/testkafka"
-	"github.com/atrelay/atrelay/pipeline/relay"
+	"github.com/atrelay/atrelay/internal/relay"
 	"github.com/atrelay/atrelay/schemas"
 	"github.com/atrelay/atrelay/sinks/dlq"
 )

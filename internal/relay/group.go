@@ -8,7 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/atrelay/atrelay/pipeline/offsets"
+	"github.com/atrelay/atrelay/internal/relay/offsets"
 )
 
 // assigned gives every newly assigned partition a fresh tracker. A partition

@@ -21,7 +21,7 @@ import (
 	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/pipeline/batch"
-	"github.com/atrelay/atrelay/pipeline/offsets"
+	"github.com/atrelay/atrelay/internal/relay/offsets"
 	"github.com/atrelay/atrelay/sinks/atinternet"
 	"github.com/atrelay/atrelay/sinks/dlq"
 )
