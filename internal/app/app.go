@@ -16,8 +16,8 @@ import (
 	"github.com/atrelay/atrelay/codec"
 	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/kafkaconn"
-	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/internal/relay"
+	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/sinks/atinternet"
 )
 

@@ -24,8 +24,8 @@ import (
 	"github.com/atrelay/atrelay/internal/app"
 	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/fixture"
-	"github.com/atrelay/atrelay/internal/sandbox"
 	"github.com/atrelay/atrelay/internal/relay"
+	"github.com/atrelay/atrelay/internal/sandbox"
 	"github.com/atrelay/atrelay/schemas"
 )
 

@@ -19,9 +19,9 @@ import (
 
 	"github.com/atrelay/atrelay/codec"
 	"github.com/atrelay/atrelay/internal/config"
+	"github.com/atrelay/atrelay/internal/relay/offsets"
 	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/pipeline/batch"
-	"github.com/atrelay/atrelay/internal/relay/offsets"
 	"github.com/atrelay/atrelay/sinks/atinternet"
 	"github.com/atrelay/atrelay/sinks/dlq"
 )

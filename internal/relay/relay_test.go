@@ -21,9 +21,9 @@ import (
 	"github.com/atrelay/atrelay/internal/app"
 	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/fixture"
+	"github.com/atrelay/atrelay/internal/relay"
 	"github.com/atrelay/atrelay/internal/sandbox"
 	"github.com/atrelay/atrelay/internal/testkafka"
-	"github.com/atrelay/atrelay/internal/relay"
 	"github.com/atrelay/atrelay/schemas"
 	"github.com/atrelay/atrelay/sinks/dlq"
 )
