@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,6 +26,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/atrelay/atrelay/internal/config"
+	"github.com/atrelay/atrelay/internal/redact"
 	"github.com/atrelay/atrelay/schemas"
 )
 
@@ -147,13 +149,9 @@ func New(framing Framing, reg *sr.Client, rawSchema string) (*Decoder, error) {
 func FromConfig(cfg config.Codec) (*Decoder, error) {
 	var reg *sr.Client
 	if cfg.SchemaRegistry.URL != "" {
-		opts := []sr.ClientOpt{sr.URLs(cfg.SchemaRegistry.URL), sr.HTTPClient(&http.Client{Timeout: 10 * time.Second})}
-		if cfg.SchemaRegistry.Username != "" {
-			opts = append(opts, sr.BasicAuth(cfg.SchemaRegistry.Username, cfg.SchemaRegistry.Password.Reveal()))
-		}
 		var err error
-		if reg, err = sr.NewClient(opts...); err != nil {
-			return nil, fmt.Errorf("codec.schema_registry.url: %w", err)
+		if reg, err = RegistryClient(cfg.SchemaRegistry, sr.HTTPClient(&http.Client{Timeout: 10 * time.Second})); err != nil {
+			return nil, err
 		}
 	}
 	var raw string
@@ -177,6 +175,34 @@ func FromConfig(cfg config.Codec) (*Decoder, error) {
 		framing = FramingAuto
 	}
 	return New(framing, reg, raw)
+}
+
+// RegistryClient returns a client for the registry c describes, with opts
+// added. Credentials written into the URL (http://user:pw@host) are taken
+// out of it and sent as basic auth instead — unless c.Username is set, which
+// wins, as it does in net/http — so that the client, the errors it returns
+// (which quote the request URL) and its logs never hold the password.
+func RegistryClient(c config.SchemaRegistry, opts ...sr.ClientOpt) (*sr.Client, error) {
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		// url.Parse quotes the URL, and parts of it, in its error.
+		return nil, fmt.Errorf("codec.schema_registry.url: %q is not a valid URL", redact.URL(c.URL))
+	}
+	user := u.User
+	u.User = nil
+	all := []sr.ClientOpt{sr.URLs(u.String())}
+	switch {
+	case c.Username != "":
+		all = append(all, sr.BasicAuth(c.Username, c.Password.Reveal()))
+	case user != nil:
+		pw, _ := user.Password()
+		all = append(all, sr.BasicAuth(user.Username(), pw))
+	}
+	cl, err := sr.NewClient(append(all, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("codec.schema_registry.url: %w", redact.Error(err))
+	}
+	return cl, nil
 }
 
 // Decode decodes a record value into a new Event.
@@ -259,6 +285,9 @@ func (d *Decoder) byRegistryID(ctx context.Context, id int) (*goavro.Codec, erro
 	v, err, _ := d.flight.Do(strconv.Itoa(id), func() (any, error) {
 		s, err := d.reg.SchemaByID(ctx, id)
 		if err != nil {
+			// sr's errors quote the request URL: keep any userinfo out of
+			// logs and dead-letter headers, whoever built the client.
+			err = redact.Error(err)
 			var re *sr.ResponseError
 			if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
 				return nil, permanent("unknown_schema", ErrUnknownSchema, "confluent schema id %d: registry: %v", id, err)

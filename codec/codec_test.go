@@ -2,6 +2,7 @@ package codec_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/atrelay/atrelay/codec"
+	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/fixture"
 	"github.com/atrelay/atrelay/schemas"
 )
@@ -214,6 +216,111 @@ func TestErrorClasses(t *testing.T) {
 				if !errors.Is(err, tt.sentinel) || pe.Reason() != tt.reason {
 					t.Fatalf("err = %v reason %q, want %v / %q", err, pe.Reason(), tt.sentinel, tt.reason)
 				}
+			}
+		})
+	}
+}
+
+// TestRegistryErrorsHideCredentials: with credentials in the registry URL
+// (issue 9), a registry that is down or answers 500 gives a TransientError
+// that names the host but not the password, with the chain intact.
+// Mutations caught (each tried): without redact.Error in byRegistryID the
+// "client built by the caller" rows leak (sr quotes the request URL);
+// without moving the userinfo out of the URL in RegistryClient, the
+// ResponseError's URL field keeps the password.
+func TestRegistryErrorsHideCredentials(t *testing.T) {
+	const password = "s3cr3t-pw"
+	enc := fixture.MustEncoder("")
+	ev := events(1)[0]
+	value := enc.Confluent(schemaID, &ev)
+	withCreds := func(u string) string { return strings.Replace(u, "http://", "http://svc:"+password+"@", 1) }
+	down := func() string {
+		srv := httptest.NewServer(http.NotFoundHandler())
+		srv.Close() // nothing listens there any more
+		return srv.URL
+	}
+	failing := func() string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, `{"error_code":50001,"message":"boom at `+withCreds("http://"+r.Host)+`"}`, http.StatusInternalServerError)
+		}))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	fromConfig := func(u string) (*codec.Decoder, error) {
+		return codec.FromConfig(config.Codec{Framing: "confluent", SchemaRegistry: config.SchemaRegistry{URL: withCreds(u)}})
+	}
+	byCaller := func(u string) (*codec.Decoder, error) {
+		cl, err := sr.NewClient(sr.URLs(withCreds(u)))
+		if err != nil {
+			return nil, err
+		}
+		return codec.New(codec.FramingConfluent, cl, "")
+	}
+	tests := []struct {
+		name     string
+		url      string
+		build    func(string) (*codec.Decoder, error)
+		owned    bool // codec built the client: not even sr holds the password
+		response bool // the registry answered: errors.As finds its *sr.ResponseError
+	}{
+		{"down, FromConfig", down(), fromConfig, true, false},
+		{"down, client built by the caller", down(), byCaller, false, false},
+		{"500, FromConfig", failing(), fromConfig, true, true},
+		{"500, client built by the caller", failing(), byCaller, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := tt.build(tt.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = d.Decode(context.Background(), value)
+			var te *codec.TransientError
+			if !errors.As(err, &te) {
+				t.Fatalf("err = %v (%T), want a TransientError", err, err)
+			}
+			host := strings.TrimPrefix(tt.url, "http://")
+			if msg := err.Error(); strings.Contains(msg, password) || !strings.Contains(msg, host) {
+				t.Fatalf("error text must name %s but not the password:\n%s", host, msg)
+			}
+			var re *sr.ResponseError
+			if errors.As(err, &re) != tt.response {
+				t.Fatalf("errors.As(*sr.ResponseError) = %v, want %v: %v", !tt.response, tt.response, err)
+			}
+			if tt.owned && tt.response && strings.Contains(re.URL, password) {
+				t.Fatalf("ResponseError.URL holds the password: %s", re.URL)
+			}
+		})
+	}
+}
+
+// TestRegistryCredentialsFromURL: credentials moved out of the URL still
+// authenticate, and an explicit username wins over the URL's, as in net/http.
+// Mutation caught (tried): dropping the userinfo without turning it into
+// basic auth gets 401 in the first row.
+func TestRegistryCredentialsFromURL(t *testing.T) {
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("svc:p@ss:w/rd"))
+	reg := srfake.New(srfake.WithAuth(auth))
+	t.Cleanup(reg.Close)
+	reg.SeedSchema("s-value", 1, schemaID, sr.Schema{Schema: schemas.SubscriptionEvent(), Type: sr.TypeAvro})
+	enc := fixture.MustEncoder("")
+	ev := events(1)[0]
+	withUser := strings.Replace(reg.URL(), "http://", "http://svc:p%40ss:w%2Frd@", 1)
+	tests := []struct {
+		name string
+		reg  config.SchemaRegistry
+	}{
+		{"userinfo", config.SchemaRegistry{URL: withUser}},
+		{"username wins", config.SchemaRegistry{URL: strings.Replace(reg.URL(), "http://", "http://wrong:creds@", 1), Username: "svc", Password: "p@ss:w/rd"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := codec.FromConfig(config.Codec{Framing: "confluent", SchemaRegistry: tt.reg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.Decode(context.Background(), enc.Confluent(schemaID, &ev)); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}

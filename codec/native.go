@@ -1,145 +1,10 @@
 package codec
 
-import (
-	"fmt"
-	"time"
-)
+// The decode helpers of the generated fromNative (event_gen.go), one per
+// Kind, and the encode helpers of Native. Each accepts a plain value or a
+// one-branch union map, as goavro gives them.
 
-// required lists the fields without a default in the reader schema: a writer
-// schema without one of them cannot produce a usable event.
-var required = [...]string{"event_id", "event_name", "event_created_at_ms", "app_id", "environment", "store", "product", "plan"}
-
-const (
-	hasEventID uint16 = 1 << iota
-	hasEventName
-	hasCreatedAt
-	hasAppID
-	hasEnvironment
-	hasStore
-	hasProduct
-	hasPlan
-	hasAllRequired = 1<<len(required) - 1
-)
-
-// fromNative fills ev from goavro's native record by field name: fields the
-// reader does not know are ignored, optional fields the writer did not have
-// stay null.
-func fromNative(m map[string]any, ev *Event) error {
-	*ev = Event{APIVersion: 3, OfferType: "NONE"} // the reader schema's defaults
-	var has uint16
-	var err error
-	// Looking the reader's fields up is cheaper than ranging over goavro's
-	// map, and it ignores the writer's extra fields for free.
-	for _, k := range fieldNames {
-		v, ok := m[k]
-		if !ok {
-			continue
-		}
-		switch k {
-		case "event_id":
-			ev.EventID, err = str(k, v)
-			has |= hasEventID
-		case "event_name":
-			ev.EventName, err = str(k, v)
-			has |= hasEventName
-		case "event_created_at_ms":
-			var t Null[time.Time]
-			t, err = timestamp(k, v)
-			ev.EventCreatedAt = t.Value
-			if t.Valid {
-				has |= hasCreatedAt
-			}
-		case "api_version":
-			var n int64
-			n, err = integer(k, v)
-			ev.APIVersion = int32(n)
-		case "app_id":
-			ev.AppID, err = str(k, v)
-			has |= hasAppID
-		case "environment":
-			ev.Environment, err = str(k, v)
-			has |= hasEnvironment
-		case "user_id":
-			ev.UserID, err = str(k, v)
-		case "anonymous_user_id":
-			ev.AnonymousUserID, err = str(k, v)
-		case "user_attributes":
-			ev.UserAttributes, err = attributes(k, v)
-		case "store":
-			ev.Store, err = str(k, v)
-			has |= hasStore
-		case "store_country":
-			ev.StoreCountry, err = str(k, v)
-		case "product":
-			ev.Product, err = str(k, v)
-			has |= hasProduct
-		case "plan":
-			ev.Plan, err = str(k, v)
-			has |= hasPlan
-		case "previous_plan":
-			ev.PreviousPlan, err = str(k, v)
-		case "offer_identifier":
-			ev.OfferIdentifier, err = str(k, v)
-		case "offer_type":
-			ev.OfferType, err = str(k, v)
-		case "plan_price_in_customer_currency":
-			ev.PlanPrice, err = double(k, v)
-		case "customer_currency":
-			ev.CustomerCurrency, err = str(k, v)
-		case "amount_in_customer_currency":
-			ev.Amount, err = double(k, v)
-		case "purchased_at_ms":
-			ev.PurchasedAt, err = timestamp(k, v)
-		case "next_renewal_at_ms":
-			ev.NextRenewalAt, err = timestamp(k, v)
-		case "subscription_status":
-			ev.SubscriptionStatus, err = str(k, v)
-		case "is_family_shared":
-			b, ok := unwrap(v).(bool)
-			if !ok && unwrap(v) != nil {
-				err = wrongType(k, v)
-			}
-			ev.IsFamilyShared = b
-		case "store_transaction_id":
-			ev.StoreTransactionID, err = str(k, v)
-		case "store_original_transaction_id":
-			ev.StoreOriginalTransactionID, err = str(k, v)
-		case "purchasely_subscription_id":
-			ev.PurchaselySubscriptionID, err = str(k, v)
-		case "placement":
-			ev.Placement, err = str(k, v)
-		case "presentation":
-			ev.Presentation, err = str(k, v)
-		case "ab_test":
-			ev.ABTest, err = str(k, v)
-		case "ab_test_variant":
-			ev.ABTestVariant, err = str(k, v)
-		case "audience":
-			ev.Audience, err = str(k, v)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if has != hasAllRequired {
-		for i, name := range required {
-			if has&(1<<i) == 0 {
-				return permanent("missing_field", ErrMissingField, "%s", name)
-			}
-		}
-	}
-	return nil
-}
-
-// fieldNames are the reader schema's fields.
-var fieldNames = [...]string{
-	"event_id", "event_name", "event_created_at_ms", "api_version", "app_id", "environment", "user_id",
-	"anonymous_user_id", "user_attributes", "store", "store_country", "product", "plan", "previous_plan",
-	"offer_identifier", "offer_type", "plan_price_in_customer_currency", "customer_currency",
-	"amount_in_customer_currency", "purchased_at_ms", "next_renewal_at_ms", "subscription_status",
-	"is_family_shared", "store_transaction_id", "store_original_transaction_id", "purchasely_subscription_id",
-	"placement", "presentation", "ab_test", "ab_test_variant", "audience",
-}
+import "time"
 
 // unwrap returns the value of a union branch ({"string": "x"}) or v itself.
 func unwrap(v any) any {
@@ -178,6 +43,17 @@ func str(field string, v any) (string, error) {
 		return "", nil
 	default:
 		return "", wrongType(field, v)
+	}
+}
+
+func boolean(field string, v any) (bool, error) {
+	switch x := unwrap(v).(type) {
+	case bool:
+		return x, nil
+	case nil:
+		return false, nil
+	default:
+		return false, wrongType(field, v)
 	}
 }
 
@@ -265,47 +141,6 @@ func attributes(field string, v any) (map[string]string, error) {
 	}
 }
 
-// Native returns ev as goavro's native form for the SubscriptionEvent schema:
-// the inverse of decoding, used to encode fixtures and test records. goavro
-// ignores map keys its schema does not have, so the same map also encodes
-// with an older writer schema.
-func Native(ev *Event) map[string]any {
-	m := map[string]any{
-		"event_id":                        ev.EventID,
-		"event_name":                      ev.EventName,
-		"event_created_at_ms":             ev.EventCreatedAt,
-		"api_version":                     ev.APIVersion,
-		"app_id":                          ev.AppID,
-		"environment":                     ev.Environment,
-		"user_id":                         optString(ev.UserID),
-		"anonymous_user_id":               optString(ev.AnonymousUserID),
-		"user_attributes":                 attrsNative(ev.UserAttributes),
-		"store":                           ev.Store,
-		"store_country":                   optString(ev.StoreCountry),
-		"product":                         ev.Product,
-		"plan":                            ev.Plan,
-		"previous_plan":                   optString(ev.PreviousPlan),
-		"offer_identifier":                optString(ev.OfferIdentifier),
-		"offer_type":                      ev.OfferType,
-		"plan_price_in_customer_currency": optDouble(ev.PlanPrice),
-		"customer_currency":               optString(ev.CustomerCurrency),
-		"amount_in_customer_currency":     optDouble(ev.Amount),
-		"purchased_at_ms":                 optTime(ev.PurchasedAt),
-		"next_renewal_at_ms":              optTime(ev.NextRenewalAt),
-		"subscription_status":             optString(ev.SubscriptionStatus),
-		"is_family_shared":                ev.IsFamilyShared,
-		"store_transaction_id":            optString(ev.StoreTransactionID),
-		"store_original_transaction_id":   optString(ev.StoreOriginalTransactionID),
-		"purchasely_subscription_id":      optString(ev.PurchaselySubscriptionID),
-		"placement":                       optString(ev.Placement),
-		"presentation":                    optString(ev.Presentation),
-		"ab_test":                         optString(ev.ABTest),
-		"ab_test_variant":                 optString(ev.ABTestVariant),
-		"audience":                        optString(ev.Audience),
-	}
-	return m
-}
-
 func optString(s string) any {
 	if s == "" {
 		return nil
@@ -333,9 +168,4 @@ func attrsNative(a map[string]string) map[string]any {
 		m[k] = v
 	}
 	return m
-}
-
-// String returns a short description of the event for logs.
-func (ev *Event) String() string {
-	return fmt.Sprintf("%s %s app=%s env=%s", ev.EventID, ev.EventName, ev.AppID, ev.Environment)
 }

@@ -8,7 +8,6 @@ import (
 	"math"
 	"slices"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/atrelay/atrelay/codec"
@@ -18,66 +17,152 @@ import (
 
 // derived is one property atrelay computes from every event, in send order.
 type derived struct {
-	key  string
+	key  string // Piano key before any rename
 	kind string // for Describe: string, integer, decimal, boolean, date
 	get  func(ev *codec.Event) (Value, bool)
-}
-
-func str(f func(ev *codec.Event) string) func(*codec.Event) (Value, bool) {
-	return func(ev *codec.Event) (Value, bool) { s := f(ev); return String(s), s != "" }
-}
-
-func date(f func(ev *codec.Event) codec.Null[time.Time]) func(*codec.Event) (Value, bool) {
-	return func(ev *codec.Event) (Value, bool) {
-		t := f(ev)
-		if !t.Valid {
-			return Value{}, false
-		}
-		return String(t.Value.UTC().Format(dateLayout)), true
-	}
-}
-
-func decimal(f func(ev *codec.Event) codec.Null[float64]) func(*codec.Event) (Value, bool) {
-	return func(ev *codec.Event) (Value, bool) {
-		n := f(ev)
-		return Float(n.Value), n.Valid
-	}
 }
 
 // dateLayout is RFC 3339 with milliseconds, in UTC.
 const dateLayout = "2006-01-02T15:04:05.000Z07:00"
 
-// derivedProps are the properties of every hit, in send order; each is left
-// out when its source is null or empty.
-var derivedProps = []derived{
-	{"event_id", "string", str(func(ev *codec.Event) string { return ev.EventID })},
-	{"event_date", "date", date(func(ev *codec.Event) codec.Null[time.Time] { return codec.Some(ev.EventCreatedAt) })},
-	{"purchasely_event", "string", str(func(ev *codec.Event) string { return ev.EventName })},
-	{"user_id", "string", str(func(ev *codec.Event) string { return ev.UserID })},
-	{"app_id", "string", str(func(ev *codec.Event) string { return ev.AppID })},
-	{"environment", "string", str(func(ev *codec.Event) string { return ev.Environment })},
-	{"store", "string", str(func(ev *codec.Event) string { return ev.Store })},
-	{"store_country", "string", str(func(ev *codec.Event) string { return ev.StoreCountry })},
-	{"product", "string", str(func(ev *codec.Event) string { return ev.Product })},
-	{"plan", "string", str(func(ev *codec.Event) string { return ev.Plan })},
-	{"previous_plan", "string", str(func(ev *codec.Event) string { return ev.PreviousPlan })},
-	{"offer_type", "string", str(func(ev *codec.Event) string { return ev.OfferType })},
-	{"offer_identifier", "string", str(func(ev *codec.Event) string { return ev.OfferIdentifier })},
-	{"plan_price", "decimal", decimal(func(ev *codec.Event) codec.Null[float64] { return ev.PlanPrice })},
-	{"currency", "string", str(func(ev *codec.Event) string { return ev.CustomerCurrency })},
-	{"amount", "decimal", decimal(func(ev *codec.Event) codec.Null[float64] { return ev.Amount })},
-	{"purchase_date", "date", date(func(ev *codec.Event) codec.Null[time.Time] { return ev.PurchasedAt })},
-	{"next_renewal_date", "date", date(func(ev *codec.Event) codec.Null[time.Time] { return ev.NextRenewalAt })},
-	{"subscription_status", "string", str(func(ev *codec.Event) string { return ev.SubscriptionStatus })},
-	{"is_family_shared", "boolean", func(ev *codec.Event) (Value, bool) { return Bool(ev.IsFamilyShared), true }},
-	{"store_transaction_id", "string", str(func(ev *codec.Event) string { return ev.StoreTransactionID })},
-	{"store_original_transaction_id", "string", str(func(ev *codec.Event) string { return ev.StoreOriginalTransactionID })},
-	{"purchasely_subscription_id", "string", str(func(ev *codec.Event) string { return ev.PurchaselySubscriptionID })},
-	{"placement", "string", str(func(ev *codec.Event) string { return ev.Placement })},
-	{"presentation", "string", str(func(ev *codec.Event) string { return ev.Presentation })},
-	{"ab_test", "string", str(func(ev *codec.Event) string { return ev.ABTest })},
-	{"ab_test_variant", "string", str(func(ev *codec.Event) string { return ev.ABTestVariant })},
-	{"audience", "string", str(func(ev *codec.Event) string { return ev.Audience })},
+// pianoKeys maps every event field (codec.Fields, generated from the schema)
+// to the Piano property key it is sent as; "" keeps it out of the hits. It
+// is the one hand-written column of derivedProps: the order, the type and
+// the value come from the schema. A schema field missing here stops the
+// program at start-up, so that sending a new field is a decision.
+var pianoKeys = map[string]string{
+	"event_id":                        "event_id",
+	"event_name":                      "purchasely_event",
+	"event_created_at_ms":             "event_date", // Piano dates a hit on arrival: this keeps replays analysable
+	"api_version":                     "",           // Purchasely's webhook version, not the event's
+	"app_id":                          "app_id",
+	"environment":                     "environment",
+	"user_id":                         "user_id", // Piano's standard user property
+	"anonymous_user_id":               "",        // a visitor id source (idclient_from), not a property
+	"user_attributes":                 "",        // a visitor id source (idclient_from), not a property
+	"store":                           "store",
+	"store_country":                   "store_country",
+	"product":                         "product",
+	"plan":                            "plan",
+	"previous_plan":                   "previous_plan",
+	"offer_identifier":                "offer_identifier",
+	"offer_type":                      "offer_type",
+	"plan_price_in_customer_currency": "plan_price",
+	"customer_currency":               "currency",
+	"amount_in_customer_currency":     "amount",
+	"purchased_at_ms":                 "purchase_date",
+	"next_renewal_at_ms":              "next_renewal_date",
+	"subscription_status":             "subscription_status",
+	"is_family_shared":                "is_family_shared",
+	"store_transaction_id":            "store_transaction_id",
+	"store_original_transaction_id":   "store_original_transaction_id",
+	"purchasely_subscription_id":      "purchasely_subscription_id",
+	"placement":                       "placement",
+	"presentation":                    "presentation",
+	"ab_test":                         "ab_test",
+	"ab_test_variant":                 "ab_test_variant",
+	"audience":                        "audience",
+	"content_id":                      "content_id",
+	"device_type":                     "purchasely_device_type", // Piano's standard device_type comes from the user agent
+	"store_product_id":                "store_product_id",
+	"original_purchased_at_ms":        "original_purchase_date",
+	"cumulated_revenues_in_usd":       "cumulated_revenues_in_usd",
+}
+
+// derivedProps are the properties of every hit, in send order (the
+// schema's); each is left out when its source is null or empty.
+var derivedProps = mustDerive(codec.Fields(), pianoKeys)
+
+func mustDerive(fields []codec.FieldInfo, keys map[string]string) []derived {
+	d, err := derive(fields, keys)
+	if err != nil {
+		// The table is compiled in: failing here is a programming error
+		// that every test of this package shows.
+		panic("pipeline: derived properties: " + err.Error())
+	}
+	return d
+}
+
+// derive builds the derived properties of the event fields that keys sends.
+// Every field must have an entry in keys, every entry must be a field, every
+// key must be a valid Piano key used once, and a key Piano reads as a date
+// must hold a time and the other way round.
+func derive(fields []codec.FieldInfo, keys map[string]string) ([]derived, error) {
+	var out []derived
+	var errs []error
+	known, sent := map[string]bool{}, map[string]string{}
+	for _, f := range fields {
+		known[f.Name] = true
+		key, ok := keys[f.Name]
+		if !ok {
+			errs = append(errs, fmt.Errorf("schema field %s has no Piano key (\"\" to not send it)", f.Name))
+			continue
+		}
+		if key == "" {
+			continue
+		}
+		if other, dup := sent[key]; dup {
+			errs = append(errs, fmt.Errorf("%s and %s are both sent as %q", other, f.Name, key))
+			continue
+		}
+		sent[key] = f.Name
+		if err := piano.CheckKey(key); err != nil {
+			errs = append(errs, fmt.Errorf("%s: Piano key %q %w", f.Name, key, err))
+			continue
+		}
+		if (f.Kind == codec.KindTime) != piano.IsDateKey(key) {
+			errs = append(errs, fmt.Errorf("%s: Piano key %q: only a time field goes in a key Piano reads as a date (_date, _utc, _ts, _timestamp)", f.Name, key))
+			continue
+		}
+		d, err := property(f)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		d.key = key
+		out = append(out, d)
+	}
+	for _, name := range slices.Sorted(maps.Keys(keys)) {
+		if !known[name] {
+			errs = append(errs, fmt.Errorf("%s: not a field of the event schema", name))
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// property returns how a field of each kind becomes a Piano value: strings
+// and nulls are left out when empty, dates are RFC 3339 in UTC.
+func property(f codec.FieldInfo) (derived, error) {
+	switch f.Kind {
+	case codec.KindString:
+		get := f.StringOf
+		return derived{kind: "string", get: func(ev *codec.Event) (Value, bool) {
+			s := get(ev)
+			return String(s), s != ""
+		}}, nil
+	case codec.KindTime:
+		get := f.TimeOf
+		return derived{kind: "date", get: func(ev *codec.Event) (Value, bool) {
+			t := get(ev)
+			if !t.Valid {
+				return Value{}, false
+			}
+			return String(t.Value.UTC().Format(dateLayout)), true
+		}}, nil
+	case codec.KindDouble:
+		get := f.DoubleOf
+		return derived{kind: "decimal", get: func(ev *codec.Event) (Value, bool) {
+			n := get(ev)
+			return Float(n.Value), n.Valid
+		}}, nil
+	case codec.KindBool:
+		get := f.BoolOf
+		return derived{kind: "boolean", get: func(ev *codec.Event) (Value, bool) { return Bool(get(ev)), true }}, nil
+	case codec.KindInt:
+		get := f.IntOf
+		return derived{kind: "integer", get: func(ev *codec.Event) (Value, bool) { return Int(get(ev)), true }}, nil
+	}
+	return derived{}, fmt.Errorf("%s: a %s field cannot be a Piano property", f.Name, f.Kind)
 }
 
 // DerivedKeys returns the keys of the properties atrelay derives from every

@@ -57,7 +57,7 @@ func base() codec.Event {
 		EventCreatedAt: time.Date(2026, 11, 1, 8, 30, 0, 123e6, time.UTC), AppID: fixture.AppFitness, Environment: "PRODUCTION",
 		UserID: "u1", AnonymousUserID: "anon1", UserAttributes: map[string]string{"at_internet_id_client": "idc-1"},
 		Store: "APPLE_APP_STORE", Product: "premium", Plan: "monthly", OfferType: "NONE", ABTestVariant: "b",
-		PlanPrice: codec.Some(4.99), CustomerCurrency: "EUR",
+		PlanPriceInCustomerCurrency: codec.Some(4.99), CustomerCurrency: "EUR",
 	}
 }
 
@@ -117,7 +117,7 @@ func TestNamesAndProperties(t *testing.T) {
 			}
 		}},
 		{"default lowercase name", func(e *codec.Event) { e.EventName = "TRIAL_CONVERTED" }, "trial_converted", "idc-1", nil},
-		{"nulls omitted", func(e *codec.Event) { e.UserID, e.PlanPrice = "", codec.Null[float64]{} }, "subscription.started", "idc-1", func(t *testing.T, p map[string]pipeline.Value) {
+		{"nulls omitted", func(e *codec.Event) { e.UserID, e.PlanPriceInCustomerCurrency = "", codec.Null[float64]{} }, "subscription.started", "idc-1", func(t *testing.T, p map[string]pipeline.Value) {
 			if _, ok := p["user_id"]; ok {
 				t.Fatal("user_id sent without a Purchasely user id")
 			}
@@ -134,7 +134,7 @@ func TestNamesAndProperties(t *testing.T) {
 				t.Fatalf("placement is %d runes", len(got))
 			}
 		}},
-		{"decimal out of range left out", func(e *codec.Event) { e.Amount = codec.Some(2e15) }, "subscription.started", "idc-1", func(t *testing.T, p map[string]pipeline.Value) {
+		{"decimal out of range left out", func(e *codec.Event) { e.AmountInCustomerCurrency = codec.Some(2e15) }, "subscription.started", "idc-1", func(t *testing.T, p map[string]pipeline.Value) {
 			if _, ok := p["amount"]; ok {
 				t.Fatal("amount 2e15 sent")
 			}
@@ -165,6 +165,47 @@ func TestNamesAndProperties(t *testing.T) {
 	h, _ := run(t, in, ev)
 	if h.Truncated != 1 {
 		t.Fatalf("Truncated = %d, want 1", h.Truncated)
+	}
+}
+
+// TestWebhookAttributesAreSent: the Purchasely webhook attributes added to
+// the schema become properties under their Piano keys, typed, and are left
+// out when null. Mutations caught: "device_type" mapped to "" in pianoKeys
+// (not sent); original_purchased_at_ms sent as epoch milliseconds.
+func TestWebhookAttributesAreSent(t *testing.T) {
+	in := compile(t)
+	ev := base()
+	ev.ContentID, ev.DeviceType, ev.StoreProductID = "article_1234", "PAD", "com.example.premium.monthly"
+	ev.OriginalPurchasedAt = codec.Some(time.Date(2025, 3, 4, 5, 6, 7, 8e6, time.UTC))
+	ev.CumulatedRevenuesInUSD = codec.Some(69.9)
+	h, err := run(t, in, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]pipeline.Value{
+		"content_id":                pipeline.String("article_1234"),
+		"purchasely_device_type":    pipeline.String("PAD"),
+		"store_product_id":          pipeline.String("com.example.premium.monthly"),
+		"original_purchase_date":    pipeline.String("2025-03-04T05:06:07.008Z"),
+		"cumulated_revenues_in_usd": pipeline.Float(69.9),
+	}
+	props := map[string]pipeline.Value{}
+	for _, p := range h.Props {
+		props[p.Key] = p.Value
+	}
+	for k, v := range want {
+		if props[k] != v {
+			t.Errorf("%s = %+v, want %+v", k, props[k], v)
+		}
+	}
+	h, err = run(t, in, base()) // the same attributes, null
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range h.Props {
+		if _, ok := want[p.Key]; ok {
+			t.Errorf("null %s sent as %+v", p.Key, p.Value)
+		}
 	}
 }
 
@@ -206,6 +247,18 @@ func TestDescribe(t *testing.T) {
 	if _, ok := f.Properties["plan"]; ok {
 		t.Fatal("renamed key still described")
 	}
+	// What `atrelay check` lists for the webhook attributes (it prints Describe).
+	for k, typ := range map[string]string{"content_id": "string", "purchasely_device_type": "string", "store_product_id": "string",
+		"original_purchase_date": "date", "cumulated_revenues_in_usd": "decimal"} {
+		if f.Properties[k] != typ {
+			t.Errorf("Properties[%q] = %q, want %q", k, f.Properties[k], typ)
+		}
+	}
+	// Every derived property is described: all but the dropped
+	// ab_test_variant, plus the two static ones.
+	if got, want := len(f.Properties), len(pipeline.DerivedKeys())-1+2; got != want {
+		t.Errorf("%d properties described, want %d: %v", got, want, f.Properties)
+	}
 }
 
 // TestGolden sends 60 fixture events over 3 integrations through stages,
@@ -241,8 +294,8 @@ func TestGolden(t *testing.T) {
 	}
 	b.Close()
 	for _, r := range reqs { // sequentially, so the golden file has a stable order
-		if err := client.Send(context.Background(), r); err != nil {
-			t.Fatal(err)
+		if s := client.Send(context.Background(), r); s.Outcome != pipeline.Delivered {
+			t.Fatalf("request not delivered: %s %s: %v", s.Outcome, s.Reason, s.Err)
 		}
 	}
 	slices.Sort(got) // Flush visits sites in map order

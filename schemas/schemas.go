@@ -4,7 +4,11 @@ package schemas
 
 import "embed"
 
-// FS holds every *.avsc file of this directory.
+// FS holds every *.avsc file of this directory: the current schema and the
+// earlier versions producers may still write with (subscription_event.v1.avsc,
+// before content_id, device_type, store_product_id, original_purchased_at_ms
+// and cumulated_revenues_in_usd), so that their single-object records keep a
+// known fingerprint.
 //
 //go:embed *.avsc
 var FS embed.FS

@@ -3,14 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/sr/srfake"
+
 	"github.com/atrelay/atrelay/internal/sandbox"
+	"github.com/atrelay/atrelay/internal/testkafka"
 )
 
 func TestCheckPrintsWhatToDeclare(t *testing.T) {
@@ -88,5 +93,69 @@ integrations:
 	err := run(context.Background(), []string{"send-test", "--config", cfgPath, "--integration", "nope"}, new(bytes.Buffer), new(bytes.Buffer))
 	if err == nil || !strings.Contains(err.Error(), `no integration named "nope"`) {
 		t.Fatalf("unknown integration: %v", err)
+	}
+}
+
+// TestCheckConnectHidesRegistryCredentials: with credentials in
+// codec.schema_registry.url (issue 9), `check --connect` names the registry
+// but prints neither the user nor the password, whether the registry
+// answers, fails or is down — and the credentials still authenticate.
+// The output is redacted in two layers, so each mutation below was tried
+// with the other layer removed too: printing the label with u instead of
+// redact.URL(u) (and not redacting what in report) fails every row;
+// reporting err instead of redact.Error(err) (with codec.RegistryClient
+// leaving the userinfo in the URL) fails "down".
+func TestCheckConnectHidesRegistryCredentials(t *testing.T) {
+	const password = "s3cr3t-pw"
+	kafka := testkafka.New(t)
+	topic := kafka.Name(t, "check")
+	kafka.CreateTopic(t, topic, 1)
+	kafka.CreateTopic(t, topic+".dlq", 1)
+	collector := httptest.NewServer(sandbox.New())
+	t.Cleanup(collector.Close)
+
+	good := srfake.New(srfake.WithAuth("Basic " + base64.StdEncoding.EncodeToString([]byte("svc:"+password))))
+	t.Cleanup(good.Close)
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"error_code":50001,"message":"internal error"}`, http.StatusInternalServerError)
+	}))
+	t.Cleanup(failing.Close)
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+
+	tests := []struct {
+		name, registry, want string
+	}{
+		{"answers", good.URL(), "ok   schema registry "},
+		{"500", failing.URL, "FAIL schema registry "},
+		{"down", down.URL, "FAIL schema registry "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			withCreds := strings.Replace(tt.registry, "http://", "http://svc:"+password+"@", 1)
+			cfgPath := filepath.Join(t.TempDir(), "c.yaml")
+			os.WriteFile(cfgPath, []byte(`
+kafka: {brokers: ["`+strings.Join(kafka.Brokers(), `","`)+`"], topic: "`+topic+`", group: g, dlq_topic: "`+topic+`.dlq"}
+codec: {schema_registry: {url: "`+withCreds+`"}}
+integrations:
+  - {name: app, app_id: com.example.app, site_id: 42, collect_domain: "`+collector.URL+`", events: [TRIAL_STARTED]}
+`), 0o600)
+			var out, errOut bytes.Buffer
+			err := run(context.Background(), []string{"check", "--connect", "--config", cfgPath}, &out, &errOut)
+			all := out.String() + errOut.String()
+			if err != nil {
+				all += err.Error()
+			}
+			if strings.Contains(all, password) || strings.Contains(all, "svc:") {
+				t.Fatalf("credentials in the output:\n%s", all)
+			}
+			want := tt.want + strings.Replace(tt.registry, "http://", "http://REDACTED@", 1)
+			if !strings.Contains(out.String(), want) {
+				t.Fatalf("output lacks %q:\n%s", want, all)
+			}
+			if (err == nil) != strings.HasPrefix(tt.want, "ok") {
+				t.Fatalf("err = %v\n%s", err, all)
+			}
+		})
 	}
 }

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -63,15 +62,14 @@ func SendTest(ctx context.Context, cfg *config.Config, name string, w io.Writer)
 		Concurrency: 1, RequestTimeout: d.RequestTimeout, BackoffMin: d.Backoff.Min, BackoffMax: d.Backoff.Max,
 		MaxRetries: 2, UserAgent: UserAgent,
 	})
-	err = client.Send(ctx, req)
-	var rej *atinternet.RejectedError
-	switch {
-	case err == nil:
+	s := client.Send(ctx, req)
+	switch s.Outcome {
+	case pipeline.Delivered:
 		fmt.Fprintf(w, "delivered (2xx). Look for event %q, visitor atrelay-send-test, on site %d.\n", h.Name, in.SiteID)
 		return nil
-	case errors.As(err, &rej):
-		return fmt.Errorf("send-test: the collect server refused the hit: %w", err)
+	case pipeline.Rejected:
+		return fmt.Errorf("send-test: the collect server refused the hit (%s): %w", s.Reason, s.Err)
 	default:
-		return fmt.Errorf("send-test: no answer from the collect server: %w", err)
+		return fmt.Errorf("send-test: no answer from the collect server (%s): %w", s.Reason, s.Err)
 	}
 }

@@ -14,13 +14,14 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/atrelay/atrelay/codec"
 	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/groupoffsets"
 	"github.com/atrelay/atrelay/internal/kafkaconn"
+	"github.com/atrelay/atrelay/internal/redact"
 	"github.com/atrelay/atrelay/internal/telemetry"
 	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/sinks/atinternet"
@@ -144,10 +145,12 @@ func Check(ctx context.Context, cfg *config.Config, connect bool, w io.Writer) e
 		return nil
 	}
 	var failed []string
+	// Labels and errors may quote a URL with credentials (issue 9).
 	report := func(what string, err error) {
+		what = redact.String(what)
 		if err != nil {
 			failed = append(failed, what)
-			fmt.Fprintf(w, "FAIL %s: %v\n", what, err)
+			fmt.Fprintf(w, "FAIL %s: %v\n", what, redact.Error(err))
 			return
 		}
 		fmt.Fprintf(w, "ok   %s\n", what)
@@ -172,15 +175,11 @@ func Check(ctx context.Context, cfg *config.Config, connect bool, w io.Writer) e
 	}
 	report("kafka brokers "+strings.Join(cfg.Kafka.Brokers, ","), err)
 	if u := cfg.Codec.SchemaRegistry.URL; u != "" {
-		opts := []sr.ClientOpt{sr.URLs(u)}
-		if cfg.Codec.SchemaRegistry.Username != "" {
-			opts = append(opts, sr.BasicAuth(cfg.Codec.SchemaRegistry.Username, cfg.Codec.SchemaRegistry.Password.Reveal()))
-		}
-		cl, err := sr.NewClient(opts...)
+		cl, err := codec.RegistryClient(cfg.Codec.SchemaRegistry)
 		if err == nil {
 			_, err = cl.Subjects(cctx)
 		}
-		report("schema registry "+u, err)
+		report("schema registry "+redact.URL(u), err)
 	}
 	for i := range cfg.Integrations {
 		ep, _, _ := cfg.Integrations[i].Endpoint()

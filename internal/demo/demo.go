@@ -24,8 +24,8 @@ import (
 	"github.com/atrelay/atrelay/internal/app"
 	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/fixture"
-	"github.com/atrelay/atrelay/internal/relay"
 	"github.com/atrelay/atrelay/internal/sandbox"
+	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/schemas"
 )
 
@@ -212,9 +212,9 @@ func (c *counts) Settled(_ context.Context, outcome, reason string, n int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch outcome {
-	case relay.OutcomeDelivered:
+	case pipeline.Delivered.String():
 		c.delivered += n
-	case relay.OutcomeDLQ:
+	case pipeline.Rejected.String():
 		c.dlq += n
 	default:
 		c.filtered[reason] += n
@@ -223,6 +223,7 @@ func (c *counts) Settled(_ context.Context, outcome, reason string, n int64) {
 
 func (c *counts) DeliveryLatency(context.Context, string, time.Duration) {}
 func (c *counts) Commit(context.Context, bool)                           {}
+func (c *counts) Abandoned(context.Context, string, int64)               {}
 
 func (c *counts) settledAll(produced int) bool {
 	c.mu.Lock()

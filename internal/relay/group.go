@@ -2,6 +2,8 @@ package relay
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -11,24 +13,100 @@ import (
 	"github.com/atrelay/atrelay/internal/relay/offsets"
 )
 
+// partition is one assignment of one partition: its tracker, and a context
+// that ends with the assignment (revoked, lost) or at shutdown. Requests
+// and DLQ writes of its records run under that context, so that a member
+// stops sending a partition's records as soon as it no longer owns it.
+type partition struct {
+	tr     *offsets.Tracker
+	ctx    context.Context
+	cancel context.CancelFunc
+	reason atomic.Pointer[string] // why the assignment ended: revoked, lost
+
+	// before holds what an earlier assignment of this partition, on this
+	// member, settled without committing (nil when nothing): its records
+	// are settled again at once instead of being sent twice.
+	before *offsets.Settled
+}
+
+func (p *partition) ended() bool { return p.ctx.Err() != nil }
+
+func (p *partition) settledBefore(offset int64) bool {
+	return p.before != nil && p.before.Contains(offset)
+}
+
+func (p *partition) end(reason string) {
+	p.reason.Store(&reason)
+	p.cancel()
+}
+
+// endReason is the reason a record of p is released unsettled.
+func (r *Relay) endReason(p *partition) string {
+	if r.deliverCtx.Err() != nil {
+		return "shutdown"
+	}
+	if reason := p.reason.Load(); reason != nil {
+		return *reason
+	}
+	return "shutdown"
+}
+
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// leases holds the current assignments, and what ended assignments had
+// settled but not committed.
+type leases struct {
+	mu      sync.Mutex
+	current map[topicPartition]*partition
+	ended   map[topicPartition]*offsets.Settled
+}
+
+func newLeases() *leases {
+	return &leases{current: map[topicPartition]*partition{}, ended: map[topicPartition]*offsets.Settled{}}
+}
+
+func (l *leases) get(topic string, p int32) *partition {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.current[topicPartition{topic, p}]
+}
+
+func (l *leases) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.current)
+}
+
 // assigned gives every newly assigned partition a fresh tracker. A partition
 // assigned again after a revoke gets a new tracker too: acknowledgements of
 // the old assignment's records can never touch it.
 func (r *Relay) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	for topic, parts := range assigned {
 		r.book.Assign(topic, parts)
+		r.parts.mu.Lock()
+		for _, p := range parts {
+			k := topicPartition{topic, p}
+			if old := r.parts.current[k]; old != nil {
+				old.end("revoked")
+			}
+			ctx, cancel := context.WithCancel(r.deliverCtx)
+			r.parts.current[k] = &partition{tr: r.book.Tracker(topic, p), ctx: ctx, cancel: cancel, before: r.parts.ended[k]}
+			delete(r.parts.ended, k)
+		}
+		r.parts.mu.Unlock()
 		r.log.Info("partitions assigned", "topic", topic, "partitions", parts)
 	}
-	if r.cfg.OnReady != nil {
-		r.cfg.OnReady(true)
-	}
+	r.setReady(r.parts.count() > 0)
 }
 
 // revoked runs before the partitions move to another member: it flushes the
 // batches, lets the partitions' in-flight records settle for a bounded time,
-// commits what is settled, and closes the trackers so that late
-// acknowledgements are ignored. Records still unsettled are redelivered by
-// the new owner.
+// commits what is settled, then ends the assignments: queued hits are
+// dropped, requests in flight are cancelled, and the trackers refuse late
+// acknowledgements. Records still unsettled are redelivered by the new owner.
 func (r *Relay) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	var trackers []*offsets.Tracker
 	for topic, parts := range revoked {
@@ -44,26 +122,62 @@ func (r *Relay) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][
 		for _, t := range trackers {
 			if err := t.Drained(dctx); err != nil {
 				r.log.Warn("revoke: in-flight records did not settle in time; the new owner redelivers them",
-					"topic", t.Topic(), "partition", t.Partition(), "pending", t.Pending(), "drain", drain)
+					"topic", t.Topic(), "partition", t.Partition(), "pending", t.Pending(), "drain", drain.String())
 				break
 			}
 		}
 		cancel()
 		r.commit(ctx)
 	}
-	for _, t := range trackers {
-		t.Close()
-	}
+	r.endAssignments(revoked, "revoked")
 	r.log.Info("partitions revoked", "partitions", revoked)
 }
 
-// lost closes the trackers at once and commits nothing: the partitions
+// lost ends the assignments at once and commits nothing: the partitions
 // already belong to someone else, and a commit could only be wrong.
 func (r *Relay) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	// Ended first: it reads what the trackers settled before they close.
+	r.endAssignments(lost, "lost")
 	for topic, parts := range lost {
 		r.book.Lost(topic, parts)
 	}
-	r.log.Warn("partitions lost; their unsettled records will be redelivered", "partitions", lost)
+	if len(lost) > 0 {
+		r.log.Warn("partitions lost (the group session ended); their unsettled records will be processed again, records this member already settled are not sent twice",
+			"partitions", lost)
+	}
+}
+
+// endAssignments ends the partitions' assignments: their trackers close,
+// their requests are cancelled, their queued and batched hits are released,
+// and what they settled above their last commit is remembered in case the
+// partitions come back to this member.
+func (r *Relay) endAssignments(parts map[string][]int32, reason string) {
+	var ended []*partition
+	r.parts.mu.Lock()
+	for topic, ps := range parts {
+		for _, p := range ps {
+			k := topicPartition{topic, p}
+			part := r.parts.current[k]
+			if part == nil {
+				continue
+			}
+			delete(r.parts.current, k)
+			if s := part.tr.Settled(); s != nil {
+				r.parts.ended[k] = s.Merge(part.before)
+			}
+			ended = append(ended, part)
+		}
+	}
+	r.parts.mu.Unlock()
+	for _, part := range ended {
+		part.tr.Close()
+		part.end(reason)
+	}
+	if len(ended) > 0 && r.batcher != nil {
+		r.batcher.Flush()
+		r.sender.purge()
+	}
+	r.setReady(r.parts.count() > 0)
 }
 
 // commitLoop commits every commit_interval until ctx ends.
@@ -82,7 +196,7 @@ func (r *Relay) commitLoop(ctx context.Context) {
 
 // commit sends, for every live partition, the highest offset below which
 // every record is settled, and records per partition what the broker
-// accepted.
+// accepted. Failures are logged once, then summarised, then the recovery.
 func (r *Relay) commit(ctx context.Context) {
 	r.commitMu.Lock()
 	defer r.commitMu.Unlock()
@@ -107,7 +221,7 @@ func (r *Relay) commit(ctx context.Context) {
 	r.cl.CommitOffsetsSync(ctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		if err != nil {
 			r.metrics.Commit(ctx, false)
-			r.log.Warn("commit failed; retrying at the next interval", "error", err)
+			r.commitLog.Failed(err, "note", "retrying at each commit interval; nothing is lost, records may be sent again after a restart")
 			return
 		}
 		ok := true
@@ -115,7 +229,7 @@ func (r *Relay) commit(ctx context.Context) {
 			for _, p := range t.Partitions {
 				if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil {
 					ok = false
-					r.log.Warn("commit refused for a partition", "topic", t.Topic, "partition", p.Partition, "error", perr)
+					r.commitLog.Failed(perr, "topic", t.Topic, "partition", p.Partition)
 					continue
 				}
 				o := pending[t.Topic][p.Partition]
@@ -126,6 +240,9 @@ func (r *Relay) commit(ctx context.Context) {
 					r.lagMu.Unlock()
 				}
 			}
+		}
+		if ok {
+			r.commitLog.Succeeded()
 		}
 		r.metrics.Commit(ctx, ok)
 	})

@@ -24,6 +24,7 @@ import (
 	"github.com/atrelay/atrelay/internal/relay"
 	"github.com/atrelay/atrelay/internal/sandbox"
 	"github.com/atrelay/atrelay/internal/testkafka"
+	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/schemas"
 	"github.com/atrelay/atrelay/sinks/dlq"
 )
@@ -427,11 +428,11 @@ func TestDeliversEverything(t *testing.T) {
 		t.Fatalf("collector rejected %d requests: %v", n, e.collector.Rejections()[0])
 	}
 	for reason, n := range reasons {
-		outcome := relay.OutcomeFiltered
+		outcome := pipeline.Filtered.String()
 		if reason == "dlq" {
-			outcome = relay.OutcomeDLQ
+			outcome = pipeline.Rejected.String()
 			n = int64(pills)
-			if got := e.metrics.sum(relay.OutcomeDLQ); got != n {
+			if got := e.metrics.sum(pipeline.Rejected.String()); got != n {
 				t.Errorf("dlq settled %d, want %d", got, n)
 			}
 			continue
@@ -440,7 +441,7 @@ func TestDeliversEverything(t *testing.T) {
 			t.Errorf("filtered %s = %d, want %d", reason, got, n)
 		}
 	}
-	if got := e.metrics.get(relay.OutcomeDelivered, ""); got != int64(want) {
+	if got := e.metrics.get(pipeline.Delivered.String(), ""); got != int64(want) {
 		t.Errorf("delivered = %d, want %d", got, want)
 	}
 
@@ -621,7 +622,12 @@ func newCounter() *counter {
 	return &counter{settled: map[string]int64{}, commits: make(chan struct{}, 1)}
 }
 
-func (c *counter) Consumed(context.Context, string, int32)                {}
+func (c *counter) Consumed(context.Context, string, int32) {}
+func (c *counter) Abandoned(_ context.Context, reason string, n int64) {
+	c.mu.Lock()
+	c.settled["abandoned/"+reason] += n
+	c.mu.Unlock()
+}
 func (c *counter) DeliveryLatency(context.Context, string, time.Duration) {}
 func (c *counter) Settled(_ context.Context, outcome, reason string, n int64) {
 	c.mu.Lock()

@@ -38,6 +38,8 @@ type Request struct {
 	URL    string // path and query as received
 	Body   string
 	Status int
+	// UserAgent tells apart the members of a group sharing one collector.
+	UserAgent string
 }
 
 // Rejection is a request answered 400, with the rule it broke.
@@ -114,7 +116,7 @@ func (c *Collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	req := Request{Method: r.Method, URL: r.URL.RequestURI(), Body: string(body)}
+	req := Request{Method: r.Method, URL: r.URL.RequestURI(), Body: string(body), UserAgent: r.UserAgent()}
 
 	c.mu.Lock()
 	hold, onRequest := c.hold, c.onRequest

@@ -92,6 +92,7 @@ type Metrics struct {
 	latency   metric.Float64Histogram
 	truncated metric.Int64Counter
 	commits   metric.Int64Counter
+	abandoned metric.Int64Counter
 	meter     metric.Meter
 
 	sets sync.Map // string key -> metric.MeasurementOption
@@ -119,6 +120,8 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 		metric.WithExplicitBucketBoundaries(0.1, 0.5, 1, 5, 10, 30, 60, 300, 3600, 86400))
 	add(err)
 	m.truncated, err = m.meter.Int64Counter("atrelay.properties.truncated", metric.WithUnit("{value}"), metric.WithDescription("String values cut to 255 characters."))
+	add(err)
+	m.abandoned, err = m.meter.Int64Counter("atrelay.records.abandoned", metric.WithUnit("{record}"), metric.WithDescription("Records released unsettled, for the partition's next owner, by reason (revoked, lost, shutdown)."))
 	add(err)
 	m.commits, err = m.meter.Int64Counter("atrelay.offsets.commits", metric.WithUnit("{commit}"), metric.WithDescription("Offset commits, by result."))
 	add(err)
@@ -178,6 +181,12 @@ func (m *Metrics) DeliveryLatency(ctx context.Context, site string, d time.Durat
 
 // Truncated counts string values cut to 255 characters.
 func (m *Metrics) Truncated(ctx context.Context, n int) { m.truncated.Add(ctx, int64(n)) }
+
+// Abandoned counts records released unsettled (their partition moved to
+// another member, or shutdown ran out of time), by reason.
+func (m *Metrics) Abandoned(ctx context.Context, reason string, n int64) {
+	m.abandoned.Add(ctx, n, m.opt("abandoned/"+reason, func() attribute.Set { return attribute.NewSet(attribute.String("reason", reason)) }))
+}
 
 // Commit counts an offset commit.
 func (m *Metrics) Commit(ctx context.Context, ok bool) {

@@ -2,6 +2,8 @@ package atinternet
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +14,9 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -20,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/atrelay/atrelay/internal/failurelog"
 	"github.com/atrelay/atrelay/pipeline"
 )
 
@@ -54,70 +59,14 @@ type Config struct {
 	Links  func(*pipeline.Hit) trace.SpanContext
 }
 
-// RejectedError is a permanent failure: the collect server answered a 4xx
-// other than 408, 425 and 429. Retrying the same request cannot succeed, so
-// its records go to the dead-letter topic.
-type RejectedError struct {
-	Status int
-	// Body is the start of the response body, at most 1 KiB.
-	Body string
-}
-
-func (e *RejectedError) Error() string {
-	return fmt.Sprintf("collect server rejected the request: HTTP %d: %s", e.Status, e.Body)
-}
-
-// Reason returns the failure's label, http_<status>.
-func (e *RejectedError) Reason() string { return "http_" + strconv.Itoa(e.Status) }
-
-// TransientError is a failure that retrying may fix: the client gave up only
-// because its retries or its context ran out.
-type TransientError struct {
-	Status int // last status, 0 when there was no response
-	Err    error
-}
-
-func (e *TransientError) Error() string {
-	if e.Status != 0 {
-		return fmt.Sprintf("collect server: HTTP %d: %v", e.Status, e.Err)
-	}
-	return fmt.Sprintf("collect server: %v", e.Err)
-}
-
-// Unwrap returns the cause.
-func (e *TransientError) Unwrap() error { return e.Err }
-
-// Outcome is how a request's records are settled.
-type Outcome int
-
-// The outcomes of a request.
-const (
-	Delivered  Outcome = iota // 2xx: settle the records
-	Rejected                  // permanent: dead-letter the records
-	RetryLater                // no answer: leave the records unsettled
-)
-
-// OutcomeOf classifies the error Send or Deliver reported for a request.
-func OutcomeOf(err error) Outcome {
-	var rej *RejectedError
-	switch {
-	case err == nil:
-		return Delivered
-	case errors.As(err, &rej):
-		return Rejected
-	default:
-		return RetryLater
-	}
-}
-
 // Client sends requests to collect servers. Build it once; it is safe for
 // concurrent use and keeps connections alive between requests.
 type Client struct {
 	cfg Config
 	rc  *retryablehttp.Client
 
-	mu   sync.Mutex
-	sems map[*pipeline.Site]chan struct{}
+	mu       sync.Mutex
+	failures map[*pipeline.Site]*failurelog.Log
 }
 
 // siteKey carries a request's attemptInfo through retryablehttp's hooks,
@@ -166,7 +115,7 @@ func NewClient(cfg Config) *Client {
 			TLSHandshakeTimeout: 10 * time.Second,
 		}
 	}
-	c := &Client{cfg: cfg, sems: map[*pipeline.Site]chan struct{}{}}
+	c := &Client{cfg: cfg, failures: map[*pipeline.Site]*failurelog.Log{}}
 	rc := retryablehttp.NewClient()
 	rc.HTTPClient = &http.Client{Transport: transport, Timeout: cfg.RequestTimeout}
 	rc.Logger = nil // we log through slog, below
@@ -175,7 +124,7 @@ func NewClient(cfg Config) *Client {
 	if cfg.MaxRetries < 0 {
 		rc.RetryMax = math.MaxInt32
 	}
-	rc.CheckRetry = checkRetry
+	rc.CheckRetry = c.checkRetry
 	rc.Backoff = backoff
 	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
 	rc.RequestLogHook = func(_ retryablehttp.Logger, r *http.Request, n int) {
@@ -192,25 +141,65 @@ func NewClient(cfg Config) *Client {
 			c.cfg.OnResponse(a.site, resp.StatusCode, time.Since(a.start))
 		}
 		if transientStatus(resp.StatusCode) {
-			c.retrying(a.site, "http_"+strconv.Itoa(resp.StatusCode), a.attempt)
+			c.retrying(a.site, pipeline.StatusReason(resp.StatusCode), fmt.Errorf("HTTP %d", resp.StatusCode), a.attempt)
 		}
 	}
 	c.rc = rc
 	return c
 }
 
-// checkRetry is the retry policy of SPEC §2: 408, 425, 429, 5xx, timeouts and
-// connection errors are transient; every other status is final.
-func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+// checkRetry is the retry policy of SPEC §2: 408, 425, 429, 5xx are
+// transient, every other status is final. Every failure without a response
+// is transient too — timeouts, resets, refused connections, DNS, a
+// certificate that fails verification, a redirect loop: none of them is an
+// answer about the events, and the service must keep its records until one
+// comes (retryablehttp's default policy gives up on some of them, which
+// used to leave records unsettled while the service ran). A failure
+// without a response is reported here: no response hook runs for it.
+func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
 	if err != nil {
-		// retryablehttp's default tells the errors worth retrying
-		// (timeouts, resets) from those that are not (bad URL, TLS trust).
-		return retryablehttp.DefaultRetryPolicy(ctx, nil, err)
+		if a, ok := ctx.Value(siteKey{}).(*attemptInfo); ok {
+			if c.cfg.OnResponse != nil {
+				c.cfg.OnResponse(a.site, 0, time.Since(a.start))
+			}
+			c.retrying(a.site, ErrorReason(err), err, a.attempt)
+		}
+		return true, nil
 	}
 	return transientStatus(resp.StatusCode), nil
+}
+
+// ErrorReason labels a failure without a response: tls, dns,
+// connection_refused, reset, timeout, redirects, or connection.
+func ErrorReason(err error) string {
+	var (
+		dnsErr  *net.DNSError
+		certErr *tls.CertificateVerificationError
+		unknown x509.UnknownAuthorityError
+		host    x509.HostnameError
+		invalid x509.CertificateInvalidError
+		recErr  tls.RecordHeaderError
+		netErr  net.Error
+	)
+	switch {
+	case errors.As(err, &certErr), errors.As(err, &unknown), errors.As(err, &host), errors.As(err, &invalid), errors.As(err, &recErr):
+		return "tls"
+	case errors.As(err, &dnsErr):
+		return "dns"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection_refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.EPIPE):
+		return "reset"
+	case errors.As(err, &netErr) && netErr.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case strings.Contains(err.Error(), "redirects"):
+		// net/http's "stopped after 10 redirects" has no type of its own.
+		return "redirects"
+	}
+	return "connection"
 }
 
 func transientStatus(s int) bool {
@@ -268,45 +257,54 @@ func Body(hits []*pipeline.Hit) []byte {
 	return append(b, "]}"...)
 }
 
-// Send delivers one request, retrying transient failures. It returns nil on
-// a 2xx, a *RejectedError on a permanent failure, and a *TransientError when
-// retries or ctx ran out. Every response body is drained and closed.
-func (c *Client) Send(ctx context.Context, req pipeline.Request) (err error) {
+// Send delivers one request, retrying every transient failure until ctx
+// ends (Config.MaxRetries < 0), and returns its settlement: Delivered on a
+// 2xx; Rejected with reason http_<status> on a permanent status; RetryLater
+// when ctx ended or the retries ran out first. Every response body is
+// drained and closed.
+func (c *Client) Send(ctx context.Context, req pipeline.Request) (s pipeline.Settlement) {
 	if c.cfg.Tracer != nil {
 		var span trace.Span
 		ctx, span = c.startSpan(ctx, req)
-		defer func() { endSpan(span, err) }()
+		defer func() { endSpan(span, s) }()
 	}
 	r, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, URL(req.Site, req.IDClient), Body(req.Hits))
 	if err != nil {
-		return &RejectedError{Status: 0, Body: err.Error()}
+		// Only a malformed endpoint gets here, and config validation
+		// refuses those: no retry can build this request.
+		return pipeline.Settlement{Outcome: pipeline.Rejected, Reason: "bad_request", Err: err}
 	}
 	r.Header.Set("Content-Type", "text/plain;charset=UTF-8")
 	r.Header.Set("User-Agent", c.cfg.UserAgent)
 	r = r.WithContext(context.WithValue(ctx, siteKey{}, &attemptInfo{site: req.Site, start: time.Now()}))
 	resp, err := c.rc.Do(r)
 	if err != nil {
-		if resp != nil {
-			drain(resp.Body)
-		}
 		status := 0
 		if resp != nil {
 			status = resp.StatusCode
+			drain(resp.Body)
+		}
+		reason := ErrorReason(err)
+		if status != 0 {
+			reason = pipeline.StatusReason(status)
 		}
 		if ctx.Err() != nil {
-			return &TransientError{Status: status, Err: ctx.Err()}
+			err, reason = ctx.Err(), "canceled"
 		}
-		return &TransientError{Status: status, Err: err}
+		return pipeline.Settlement{Outcome: pipeline.RetryLater, Reason: reason, Status: status, Err: fmt.Errorf("collect server %s: %w", req.Site.Endpoint, err)}
 	}
 	defer drain(resp.Body)
+	c.failureLog(req.Site).Succeeded("integration", req.Site.Integration, "endpoint", req.Site.Endpoint)
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-		return nil
+		return pipeline.Settlement{Outcome: pipeline.Delivered, Status: resp.StatusCode}
 	case transientStatus(resp.StatusCode):
-		return &TransientError{Status: resp.StatusCode, Err: errors.New("retries exhausted")}
+		return pipeline.Settlement{Outcome: pipeline.RetryLater, Reason: pipeline.StatusReason(resp.StatusCode), Status: resp.StatusCode,
+			Err: fmt.Errorf("collect server %s: HTTP %d: retries exhausted", req.Site.Endpoint, resp.StatusCode)}
 	default:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-		return &RejectedError{Status: resp.StatusCode, Body: string(b)}
+		return pipeline.Settlement{Outcome: pipeline.Rejected, Reason: pipeline.StatusReason(resp.StatusCode), Status: resp.StatusCode,
+			Err: fmt.Errorf("collect server rejected the request: HTTP %d: %s", resp.StatusCode, b)}
 	}
 }
 
@@ -335,30 +333,39 @@ func (c *Client) startSpan(ctx context.Context, req pipeline.Request) (context.C
 		))
 }
 
-func endSpan(span trace.Span, err error) {
-	var rej *RejectedError
-	var te *TransientError
-	switch {
-	case err == nil:
-	case errors.As(err, &rej):
-		span.SetAttributes(attribute.Int("http.response.status_code", rej.Status))
-		span.SetStatus(codes.Error, rej.Reason())
-	case errors.As(err, &te):
-		if te.Status != 0 {
-			span.SetAttributes(attribute.Int("http.response.status_code", te.Status))
+func endSpan(span trace.Span, s pipeline.Settlement) {
+	if s.Status != 0 {
+		span.SetAttributes(attribute.Int("http.response.status_code", s.Status))
+	}
+	if s.Outcome != pipeline.Delivered {
+		span.SetAttributes(attribute.String("atrelay.outcome", s.Outcome.String()), attribute.String("atrelay.reason", s.Reason))
+		msg := s.Reason
+		if s.Err != nil {
+			msg = s.Err.Error()
 		}
-		span.SetStatus(codes.Error, te.Error())
-	default:
-		span.SetStatus(codes.Error, err.Error())
+		span.SetStatus(codes.Error, msg)
 	}
 	span.End()
 }
 
-func (c *Client) retrying(site *pipeline.Site, reason string, attempt int) {
-	c.cfg.Logger.Warn("collect request failed; retrying", "site", site.ID, "integration", site.Integration, "reason", reason, "attempt", attempt)
+// retrying counts a failed attempt and logs it: the first failure of a
+// run at once, then a summary every 30 s, then the recovery.
+func (c *Client) retrying(site *pipeline.Site, reason string, err error, attempt int) {
+	c.failureLog(site).Failed(err, "integration", site.Integration, "site", site.ID, "endpoint", site.Endpoint, "reason", reason, "attempt", attempt)
 	if c.cfg.OnRetry != nil {
 		c.cfg.OnRetry(site, reason)
 	}
+}
+
+func (c *Client) failureLog(site *pipeline.Site) *failurelog.Log {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.failures[site]
+	if l == nil {
+		l = failurelog.New(c.cfg.Logger, "collect request", slog.LevelWarn, 30*time.Second)
+		c.failures[site] = l
+	}
+	return l
 }
 
 // drain reads what is left of a body (bounded) so the connection can be
@@ -366,38 +373,4 @@ func (c *Client) retrying(site *pipeline.Site, reason string, attempt int) {
 func drain(body io.ReadCloser) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
 	_ = body.Close()
-}
-
-func (c *Client) sem(site *pipeline.Site) chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s := c.sems[site]
-	if s == nil {
-		s = make(chan struct{}, c.cfg.Concurrency)
-		c.sems[site] = s
-	}
-	return s
-}
-
-// Deliver sends requests with at most Config.Concurrency in flight per site
-// (shared by all concurrent Deliver calls), calls settle once per request as
-// soon as it ends, and returns when every request has settled. This is the
-// settlement contract: per request, hence per record, delivered (nil),
-// rejected (*RejectedError), or retry-later (any other error).
-func (c *Client) Deliver(ctx context.Context, reqs []pipeline.Request, settle func(pipeline.Request, error)) {
-	var wg sync.WaitGroup
-	for _, req := range reqs {
-		sem := c.sem(req.Site)
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			settle(req, &TransientError{Err: ctx.Err()})
-			continue
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			settle(req, c.Send(ctx, req))
-		})
-	}
-	wg.Wait()
 }

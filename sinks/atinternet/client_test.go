@@ -64,8 +64,8 @@ func TestExactRequest(t *testing.T) {
 	}))
 	defer srv.Close()
 	site := &pipeline.Site{ID: 612345, Endpoint: srv.URL + "/subscription"}
-	if err := client(t, atinternet.Config{UserAgent: "atrelay/0.1.0"}).Send(context.Background(), request(site, "a b&c=d/é", 2)); err != nil {
-		t.Fatal(err)
+	if st := client(t, atinternet.Config{UserAgent: "atrelay/0.1.0"}).Send(context.Background(), request(site, "a b&c=d/é", 2)); st.Outcome != pipeline.Delivered {
+		t.Fatal(st)
 	}
 	checks := map[string][2]string{
 		"method":       {got.Method, "POST"},
@@ -109,13 +109,13 @@ func TestRetries(t *testing.T) {
 		name     string
 		statuses []int
 		attempts int32
-		outcome  atinternet.Outcome
+		outcome  pipeline.Outcome
 	}{
-		{"503 three times then 204", []int{503, 503, 503}, 4, atinternet.Delivered},
-		{"429 with Retry-After 3600 is capped", []int{429}, 2, atinternet.Delivered},
-		{"408 and 425 are transient", []int{408, 425}, 3, atinternet.Delivered},
-		{"400 is permanent", []int{400}, 1, atinternet.Rejected},
-		{"404 is permanent", []int{404}, 1, atinternet.Rejected},
+		{"503 three times then 204", []int{503, 503, 503}, 4, pipeline.Delivered},
+		{"429 with Retry-After 3600 is capped", []int{429}, 2, pipeline.Delivered},
+		{"408 and 425 are transient", []int{408, 425}, 3, pipeline.Delivered},
+		{"400 is permanent", []int{400}, 1, pipeline.Rejected},
+		{"404 is permanent", []int{404}, 1, pipeline.Rejected},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -124,21 +124,20 @@ func TestRetries(t *testing.T) {
 			site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
 			// The backoff cap (5ms) bounds a Retry-After of an hour: the
 			// test finishing at all proves the cap.
-			err := client(t, atinternet.Config{}).Send(context.Background(), request(site, "v", 1))
-			if got := atinternet.OutcomeOf(err); got != tt.outcome {
-				t.Fatalf("outcome %v (%v), want %v", got, err, tt.outcome)
+			st := client(t, atinternet.Config{}).Send(context.Background(), request(site, "v", 1))
+			if st.Outcome != tt.outcome {
+				t.Fatalf("outcome %v (%v), want %v", st.Outcome, st.Err, tt.outcome)
 			}
 			if n.Load() != tt.attempts {
 				t.Fatalf("%d attempts, want %d", n.Load(), tt.attempts)
 			}
-			var rej *atinternet.RejectedError
-			if errors.As(err, &rej) {
-				wantBody := 0
-				if tt.statuses[0] == 400 {
-					wantBody = 1 << 10 // of the 10 KiB the collector sent
+			if st.Outcome == pipeline.Rejected {
+				if st.Reason != "http_"+itoa(tt.statuses[0]) || st.Status != tt.statuses[0] {
+					t.Fatalf("rejection reason %q status %d", st.Reason, st.Status)
 				}
-				if len(rej.Body) != wantBody || rej.Reason() != "http_"+itoa(tt.statuses[0]) {
-					t.Fatalf("rejection body %d bytes, reason %q", len(rej.Body), rej.Reason())
+				// The body is kept, bounded: 1 KiB of the 10 KiB the collector sent.
+				if tt.statuses[0] == 400 && !strings.Contains(st.Err.Error(), strings.Repeat("x", 1<<10)) || strings.Contains(st.Err.Error(), strings.Repeat("x", 1<<10+1)) {
+					t.Fatalf("rejection error does not carry 1 KiB of the body: %d bytes", len(st.Err.Error()))
 				}
 			}
 		})
@@ -163,10 +162,10 @@ func TestHangingCollectorTimesOutAndRetries(t *testing.T) {
 	defer srv.Close()
 	defer close(release)
 	site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
-	err := client(t, atinternet.Config{RequestTimeout: 50 * time.Millisecond}).Send(context.Background(), request(site, "v", 1))
+	st := client(t, atinternet.Config{RequestTimeout: 50 * time.Millisecond}).Send(context.Background(), request(site, "v", 1))
 	// At least 2: a loaded machine may time out a later attempt too.
-	if err != nil || n.Load() < 2 {
-		t.Fatalf("err %v after %d attempts, want delivery after the hanging one", err, n.Load())
+	if st.Outcome != pipeline.Delivered || n.Load() < 2 {
+		t.Fatalf("%v after %d attempts, want delivery after the hanging one", st, n.Load())
 	}
 }
 
@@ -183,8 +182,8 @@ func TestResetConnectionIsRetried(t *testing.T) {
 	}))
 	defer srv.Close()
 	site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
-	if err := client(t, atinternet.Config{}).Send(context.Background(), request(site, "v", 1)); err != nil || n.Load() != 2 {
-		t.Fatalf("err %v after %d attempts", err, n.Load())
+	if st := client(t, atinternet.Config{}).Send(context.Background(), request(site, "v", 1)); st.Outcome != pipeline.Delivered || n.Load() != 2 {
+		t.Fatalf("%v after %d attempts", st, n.Load())
 	}
 }
 
@@ -194,54 +193,9 @@ func TestCancelledContextIsTransient(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
-	err := client(t, atinternet.Config{}).Send(ctx, request(site, "v", 1))
-	var te *atinternet.TransientError
-	if !errors.As(err, &te) || atinternet.OutcomeOf(err) != atinternet.RetryLater {
-		t.Fatalf("err = %v, want transient / retry later", err)
-	}
-}
-
-func TestConcurrencyBoundPerSite(t *testing.T) {
-	const limit = 3
-	var inFlight, peak atomic.Int32
-	arrived := make(chan struct{}, 100)
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cur := inFlight.Add(1)
-		for {
-			p := peak.Load()
-			if cur <= p || peak.CompareAndSwap(p, cur) {
-				break
-			}
-		}
-		arrived <- struct{}{}
-		<-release
-		inFlight.Add(-1)
-		w.WriteHeader(204)
-	}))
-	defer srv.Close()
-	site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
-	var reqs []pipeline.Request
-	for i := range 10 {
-		reqs = append(reqs, request(site, "v"+itoa(i), 1))
-	}
-	var settled atomic.Int32
-	done := make(chan struct{})
-	go func() {
-		client(t, atinternet.Config{Concurrency: limit}).Deliver(context.Background(), reqs, func(_ pipeline.Request, err error) {
-			if err == nil {
-				settled.Add(1)
-			}
-		})
-		close(done)
-	}()
-	for range limit {
-		<-arrived // the first `limit` requests are in flight, held
-	}
-	close(release)
-	<-done
-	if peak.Load() > limit || settled.Load() != 10 {
-		t.Fatalf("peak %d in flight (limit %d), %d settled", peak.Load(), limit, settled.Load())
+	st := client(t, atinternet.Config{}).Send(ctx, request(site, "v", 1))
+	if st.Outcome != pipeline.RetryLater || !errors.Is(st.Err, context.Canceled) {
+		t.Fatalf("%+v, want retry later with the context's error", st)
 	}
 }
 
@@ -261,8 +215,8 @@ func TestKeepAliveReusesConnections(t *testing.T) {
 	c := client(t, atinternet.Config{})
 	site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
 	for range 20 {
-		if err := c.Send(context.Background(), request(site, "v", 1)); err != nil {
-			t.Fatal(err)
+		if st := c.Send(context.Background(), request(site, "v", 1)); st.Outcome != pipeline.Delivered {
+			t.Fatal(st)
 		}
 	}
 	mu.Lock()
@@ -284,8 +238,8 @@ func TestHTTP2OverTLS(t *testing.T) {
 	tr := srv.Client().Transport.(*http.Transport)
 	defer tr.CloseIdleConnections()
 	site := &pipeline.Site{ID: 1, Endpoint: srv.URL + "/event"}
-	if err := client(t, atinternet.Config{Transport: tr}).Send(context.Background(), request(site, "v", 1)); err != nil {
-		t.Fatal(err)
+	if st := client(t, atinternet.Config{Transport: tr}).Send(context.Background(), request(site, "v", 1)); st.Outcome != pipeline.Delivered {
+		t.Fatal(st)
 	}
 	if proto.Load() != 2 {
 		t.Fatalf("request went over HTTP/%d, want HTTP/2", proto.Load())
@@ -393,8 +347,8 @@ func BenchmarkSendLocal(b *testing.B) {
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if err := c.Send(context.Background(), req); err != nil {
-				b.Error(err)
+			if st := c.Send(context.Background(), req); st.Outcome != pipeline.Delivered {
+				b.Error(st)
 			}
 		}
 	})

@@ -14,8 +14,9 @@ import (
 )
 
 // Offset is a committable position: At is the next offset to read (Kafka's
-// convention), Epoch the leader epoch of the last record below it (-1 when
-// unknown).
+// convention), Epoch the leader epoch of the last record below it, that is of
+// the last record consumed and settled, as OffsetCommit's committed leader
+// epoch wants it (-1 when no tracked record is below At).
 type Offset struct {
 	At    int64
 	Epoch int32
@@ -31,10 +32,11 @@ type Tracker struct {
 	ring      []slot // offsets tracked and not yet popped, in fetch order
 	head, n   int    // ring[head] is the oldest; n slots are used
 	unsettled int
-	last      Offset // next offset after the last tracked record
-	committed int64  // what MarkCommitted last recorded; -1 before
-	revoking  bool   // refuses Track, still accepts Settle
-	closed    bool   // refuses everything
+	next      int64 // offset after the last tracked record; -1 before
+	epoch     int32 // leader epoch of the last record popped as settled; -1 before
+	committed int64 // what MarkCommitted last recorded; -1 before
+	revoking  bool  // refuses Track, still accepts Settle
+	closed    bool  // refuses everything
 	drained   chan struct{}
 }
 
@@ -46,7 +48,7 @@ type slot struct {
 
 // NewTracker returns a tracker for one partition with nothing tracked.
 func NewTracker(topic string, partition int32) *Tracker {
-	return &Tracker{topic: topic, partition: partition, ring: make([]slot, 64), committed: -1, last: Offset{At: -1, Epoch: -1}}
+	return &Tracker{topic: topic, partition: partition, ring: make([]slot, 64), next: -1, epoch: -1, committed: -1}
 }
 
 // Topic returns the tracker's topic.
@@ -62,7 +64,7 @@ func (t *Tracker) Partition() int32 { return t.partition }
 func (t *Tracker) Track(offset int64, epoch int32) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.revoking || t.closed || offset < t.last.At {
+	if t.revoking || t.closed || offset < t.next {
 		return false
 	}
 	if t.n == len(t.ring) {
@@ -71,7 +73,7 @@ func (t *Tracker) Track(offset int64, epoch int32) bool {
 	t.ring[(t.head+t.n)%len(t.ring)] = slot{offset: offset, epoch: epoch}
 	t.n++
 	t.unsettled++
-	t.last = Offset{At: offset + 1, Epoch: epoch}
+	t.next = offset + 1
 	return true
 }
 
@@ -111,8 +113,10 @@ func (t *Tracker) Settle(offset int64) bool {
 	}
 	s.settled = true
 	t.unsettled--
-	// Pop the settled prefix: the committable offset moves past it.
+	// Pop the settled prefix: the committable offset moves past it, and
+	// carries the epoch of the last record popped.
 	for t.n > 0 && t.ring[t.head].settled {
+		t.epoch = t.ring[t.head].epoch
 		t.head = (t.head + 1) % len(t.ring)
 		t.n--
 	}
@@ -124,8 +128,9 @@ func (t *Tracker) Settle(offset int64) bool {
 }
 
 // Committable returns the offset to commit: the lowest unsettled tracked
-// offset, or the offset after the last tracked record when all are settled.
-// ok is false when the tracker is closed, nothing was tracked, or nothing
+// offset, or the offset after the last tracked record when all are settled,
+// with the leader epoch of the settled record just below it (-1 when none
+// is). ok is false when the tracker is closed, nothing was tracked, or nothing
 // moved since the last MarkCommitted.
 func (t *Tracker) Committable() (o Offset, ok bool) {
 	t.mu.Lock()
@@ -134,13 +139,14 @@ func (t *Tracker) Committable() (o Offset, ok bool) {
 }
 
 func (t *Tracker) committableLocked() (Offset, bool) {
-	if t.closed || t.last.At < 0 {
+	if t.closed || t.next < 0 {
 		return Offset{}, false
 	}
-	o := t.last
+	// Every tracked record below the first unsettled one is popped, so the
+	// record just below At is the last one popped.
+	o := Offset{At: t.next, Epoch: t.epoch}
 	if t.n > 0 {
-		first := t.ring[t.head]
-		o = Offset{At: first.offset, Epoch: first.epoch}
+		o.At = t.ring[t.head].offset
 	}
 	if o.At <= t.committed {
 		return Offset{}, false
@@ -274,20 +280,29 @@ func (b *Book) Lost(topic string, partitions []int32) {
 }
 
 // Tracker returns the live tracker of a partition, or nil when the partition
-// is not assigned (or is being revoked).
+// is not assigned, is being revoked, or its tracker is closed: nil means no
+// new record of the partition is this member's to track.
 func (b *Book) Tracker(topic string, partition int32) *Tracker {
 	b.mu.Lock()
 	t := b.trackers[key{topic, partition}]
 	b.mu.Unlock()
-	if t == nil || t.Closed() {
+	if t == nil || !t.live() {
 		return nil
 	}
 	return t
 }
 
+// live reports whether the tracker accepts new records: neither revoking nor
+// closed.
+func (t *Tracker) live() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.revoking && !t.closed
+}
+
 // Committable returns the committable offset of every tracker that moved
-// since its last commit, closed ones excluded. Closed trackers are dropped
-// from the book here.
+// since its last commit, revoking ones included (the revoke's own commit)
+// and closed ones excluded. Closed trackers are dropped from the book here.
 func (b *Book) Committable() map[string]map[int32]Offset {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -321,15 +336,4 @@ func (b *Book) MarkCommitted(topic string, partition int32, o Offset) {
 	if t != nil {
 		t.MarkCommitted(o)
 	}
-}
-
-// Pending returns the unsettled records of every tracker in the book.
-func (b *Book) Pending() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	for _, t := range b.trackers {
-		n += t.Pending()
-	}
-	return n
 }

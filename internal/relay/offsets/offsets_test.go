@@ -2,10 +2,13 @@ package offsets
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 // op is one step of a scenario: track or settle an offset, or close.
@@ -78,156 +81,386 @@ func TestTracker(t *testing.T) {
 	}
 }
 
-// model is the naive reference: a set of tracked offsets and of settled ones.
-type model struct {
-	tracked []int64
-	settled map[int64]bool
-	closed  bool
+// rec is one record the model tracked.
+type rec struct {
+	offset int64
+	epoch  int32
 }
 
-func (m *model) committable() (int64, bool) {
+// model is the naive reference tracker: the list of tracked records with
+// their epochs, the set of settled offsets, and the tracker's state. No
+// ring, no popping, no binary search.
+type model struct {
+	tracked   []rec
+	settled   map[int64]bool
+	revoking  bool
+	closed    bool
+	committed int64 // the highest MarkCommitted; -1 before
+}
+
+// committable is the contract, written out: the first unsettled offset (or
+// the one after the last record), carrying the epoch of the record just
+// below it (-1 when none is), reported only while open and only when it is
+// past the last mark.
+func (m *model) committable() (Offset, bool) {
 	if m.closed || len(m.tracked) == 0 {
-		return 0, false
+		return Offset{}, false
 	}
-	for _, o := range m.tracked {
-		if !m.settled[o] {
-			return o, true
+	o := Offset{At: m.tracked[len(m.tracked)-1].offset + 1, Epoch: -1}
+	for _, r := range m.tracked {
+		if !m.settled[r.offset] {
+			o.At = r.offset
+			break
+		}
+		o.Epoch = r.epoch
+	}
+	if o.At <= m.committed {
+		return Offset{}, false
+	}
+	return o, true
+}
+
+func (m *model) pending() int {
+	n := 0
+	for _, r := range m.tracked {
+		if !m.settled[r.offset] {
+			n++
 		}
 	}
-	return m.tracked[len(m.tracked)-1] + 1, true
+	return n
 }
 
-// TestTrackerModel drives random operations against the tracker and the
-// naive model and checks they agree, and that the committable offset never
-// passes an unsettled record.
+// harness applies the same operation to a Tracker and to the model.
+type harness struct {
+	tr    *Tracker
+	m     model
+	next  int64 // the next offset a fetch would return
+	epoch int32 // the leader epoch it would carry
+}
+
+func newHarness(start int64) *harness {
+	return &harness{
+		tr:    NewTracker("t", 0),
+		m:     model{settled: map[int64]bool{}, committed: -1},
+		next:  start,
+		epoch: 5,
+	}
+}
+
+// step maps op to an operation, weighted so that tracks and settles
+// dominate and Revoke and Close are rare (1/256 each), and arg to its
+// parameter. It returns what disagreed with the model, or "".
+func (h *harness) step(op byte, arg int) string {
+	m := &h.m
+	switch {
+	case op < 100: // Track the next record; sometimes the leader changes.
+		if arg%9 == 0 {
+			h.epoch++
+		}
+		want := !m.revoking && !m.closed
+		if got := h.tr.Track(h.next, h.epoch); got != want {
+			return fmt.Sprintf("Track(%d) = %v, want %v (revoking %v, closed %v)", h.next, got, want, m.revoking, m.closed)
+		}
+		if want {
+			m.tracked = append(m.tracked, rec{h.next, h.epoch})
+		}
+		h.next += 1 + int64(arg%3) // gaps: transaction markers, compaction
+	case op < 108: // Track an offset already passed.
+		if len(m.tracked) == 0 {
+			return ""
+		}
+		last := m.tracked[len(m.tracked)-1].offset
+		if o := last - int64(arg%4); h.tr.Track(o, h.epoch) {
+			return fmt.Sprintf("Track(%d) accepted at or below the last tracked %d", o, last)
+		}
+	case op < 208: // Settle a tracked record (maybe again).
+		if len(m.tracked) == 0 {
+			return ""
+		}
+		o := m.tracked[arg%len(m.tracked)].offset
+		want := !m.closed && !m.settled[o]
+		if got := h.tr.Settle(o); got != want {
+			return fmt.Sprintf("Settle(%d) = %v, want %v", o, got, want)
+		}
+		if want {
+			m.settled[o] = true
+		}
+	case op < 216: // Settle an offset never tracked.
+		if o := h.next + int64(arg%3); h.tr.Settle(o) {
+			return fmt.Sprintf("Settle(%d) of an untracked offset accepted", o)
+		}
+	case op < 240: // Commit: what Committable said, or a stale, lower mark.
+		if c, ok := h.tr.Committable(); ok && arg%4 != 0 {
+			h.tr.MarkCommitted(c)
+			m.committed = max(m.committed, c.At)
+		} else {
+			stale := Offset{At: m.committed - int64(arg%3)}
+			h.tr.MarkCommitted(stale)
+			m.committed = max(m.committed, stale.At)
+		}
+	case op < 254: // Drained with a dead context: nil exactly when nothing waits.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		err := h.tr.Drained(ctx)
+		if want := m.closed || m.pending() == 0; (err == nil) != want {
+			return fmt.Sprintf("Drained(cancelled) = %v with %d pending, closed %v", err, m.pending(), m.closed)
+		}
+	case op == 254:
+		h.tr.Revoke()
+		m.revoking = true
+	default:
+		h.tr.Close()
+		m.revoking, m.closed = true, true
+	}
+	return h.check()
+}
+
+// check compares the tracker with the model after a step: the committable
+// offset exactly (progress, the epoch and the mark, not only safety), the
+// pending count, and the closed state.
+func (h *harness) check() string {
+	m := &h.m
+	want, wantOK := m.committable()
+	got, ok := h.tr.Committable()
+	if ok != wantOK || got != want {
+		return fmt.Sprintf("Committable() = %+v, %v; model %+v, %v", got, ok, want, wantOK)
+	}
+	if ok {
+		for _, r := range m.tracked {
+			if r.offset < got.At && !m.settled[r.offset] {
+				return fmt.Sprintf("committable %d passes unsettled %d", got.At, r.offset)
+			}
+		}
+	}
+	if p, want := h.tr.Pending(), m.pending(); p != want {
+		return fmt.Sprintf("Pending() = %d, model %d", p, want)
+	}
+	if c := h.tr.Closed(); c != m.closed {
+		return fmt.Sprintf("Closed() = %v, model %v", c, m.closed)
+	}
+	// Settled, which a later assignment of the partition skips, never holds
+	// an unsettled record (that record would never be sent) and holds every
+	// record settled at or above the last mark.
+	st := h.tr.Settled()
+	if m.closed && st != nil {
+		return "Settled() of a closed tracker is not nil"
+	}
+	for _, r := range m.tracked {
+		if m.closed {
+			break
+		}
+		switch in := st.Contains(r.offset); {
+		case in && !m.settled[r.offset]:
+			return fmt.Sprintf("Settled() contains unsettled %d", r.offset)
+		case !in && m.settled[r.offset] && r.offset >= m.committed:
+			return fmt.Sprintf("Settled() lacks %d, settled at or above the mark %d", r.offset, m.committed)
+		}
+	}
+	return ""
+}
+
+// TestTrackerModel drives random operations (Track, stale Track, Settle,
+// Settle of untracked offsets, MarkCommitted with fresh and stale marks,
+// Drained, Revoke, Close), with leader epochs that change along the way,
+// against the tracker and the model, and requires after every step that
+// Committable equals the model's answer exactly: safety (never past an
+// unsettled record), progress (ok whenever the model has progress past the
+// last mark), and the epoch of the record below.
+//
+// Mutations caught: Committable always returning false (it passed before:
+// only safety was checked); the first unsettled record's epoch instead of
+// the last settled one's; `t.committed = o.At` instead of max (a stale mark
+// moves the mark back); Track ignoring `revoking`.
 func TestTrackerModel(t *testing.T) {
 	for run := range 1000 {
 		rng := rand.New(rand.NewPCG(uint64(run), 7))
-		tr := NewTracker("t", 0)
-		m := &model{settled: map[int64]bool{}}
-		next := int64(rng.IntN(10))
+		h := newHarness(int64(rng.IntN(10)))
 		for step := range 200 {
-			switch r := rng.IntN(100); {
-			case r < 45:
-				ok := tr.Track(next, 0)
-				if ok == m.closed {
-					t.Fatalf("run %d step %d: Track(%d) = %v with closed=%v", run, step, next, ok, m.closed)
-				}
-				if ok {
-					m.tracked = append(m.tracked, next)
-				}
-				next += 1 + int64(rng.IntN(3)) // gaps
-			case r < 95:
-				if len(m.tracked) == 0 {
-					continue
-				}
-				o := m.tracked[rng.IntN(len(m.tracked))]
-				want := !m.closed && !m.settled[o]
-				if got := tr.Settle(o); got != want {
-					t.Fatalf("run %d step %d: Settle(%d) = %v, want %v", run, step, o, got, want)
-				}
-				if want {
-					m.settled[o] = true
-				}
-			case r < 99:
-				if c, ok := tr.Committable(); ok {
-					tr.MarkCommitted(c)
-				}
-			default:
-				tr.Close()
-				m.closed = true
-			}
-			want, wantOK := m.committable()
-			got, ok := tr.Committable()
-			if ok {
-				if !wantOK || got.At != want {
-					t.Fatalf("run %d step %d: Committable() = %d, model %d (%v)", run, step, got.At, want, wantOK)
-				}
-				for _, o := range m.tracked {
-					if o < got.At && !m.settled[o] {
-						t.Fatalf("run %d step %d: committable %d passes unsettled %d", run, step, got.At, o)
-					}
-				}
+			op := byte(rng.IntN(256))
+			if msg := h.step(op, rng.IntN(1<<16)); msg != "" {
+				t.Fatalf("run %d step %d (op %d): %s", run, step, op, msg)
 			}
 		}
 	}
 }
 
-// FuzzTracker checks the invariant on operation sequences from the fuzzer:
-// the committable offset never passes a tracked record that is unsettled.
+// FuzzTracker runs the model test's operations from the fuzzer's bytes, two
+// per step (operation, argument), with the same exact check against the
+// model. Its seeds alone catch the same mutations as TestTrackerModel.
 func FuzzTracker(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 200, 201, 4})
 	f.Add([]byte{0, 0, 0, 129, 255, 128})
+	// Records across an epoch change (arg 9 bumps it), settled in order,
+	// committed, then revoked with one pending and closed.
+	f.Add([]byte{0, 1, 0, 9, 0, 1, 120, 0, 120, 1, 220, 1, 254, 0, 120, 2, 255, 0})
+	// A fresh mark, then a stale, lower one (arg 4), then a Track after
+	// Revoke.
+	f.Add([]byte{0, 1, 120, 0, 220, 1, 220, 4, 254, 0, 0, 1})
 	f.Fuzz(func(t *testing.T, ops []byte) {
-		tr := NewTracker("t", 0)
-		var tracked []int64
-		settled := map[int64]bool{}
-		next := int64(0)
-		for _, b := range ops {
-			switch {
-			case b < 128:
-				if tr.Track(next, 0) {
-					tracked = append(tracked, next)
-				}
-				next += int64(b%4) + 1
-			case b < 250:
-				if len(tracked) == 0 {
-					continue
-				}
-				o := tracked[int(b)%len(tracked)]
-				if tr.Settle(o) {
-					if settled[o] {
-						t.Fatalf("Settle(%d) accepted twice", o)
-					}
-					settled[o] = true
-				}
-			case b < 254:
-				if c, ok := tr.Committable(); ok {
-					tr.MarkCommitted(c)
-				}
-			default:
-				tr.Close()
-			}
-			if c, ok := tr.Committable(); ok {
-				for _, o := range tracked {
-					if o < c.At && !settled[o] {
-						t.Fatalf("committable %d passes unsettled %d", c.At, o)
-					}
-				}
+		h := newHarness(0)
+		for i := 0; i+1 < len(ops); i += 2 {
+			if msg := h.step(ops[i], int(ops[i+1])); msg != "" {
+				t.Fatalf("step %d (op %d): %s", i/2, ops[i], msg)
 			}
 		}
 	})
 }
 
+// TestSettledAcrossAssignments follows one partition through three
+// assignments on one member, none of which commits, each starting again at
+// the group's committed offset 10 as the relay sees it: the records an
+// earlier assignment settled are settled at once (as the relay does with
+// Settled.Contains), and what each settled is merged with what the one
+// before it had. Unsettled records (12 and 14) are never in it.
+//
+// Mutations caught (with the model test's Settled check): Settled counting
+// unsettled slots above the frontier; Merge dropping prev (the second
+// assignment ends before fetching 13 again, so only prev remembers it).
+func TestSettledAcrossAssignments(t *testing.T) {
+	// assign tracks offsets from 10 to end, settles those before holds and
+	// those in deliver, and returns what it settled merged with before.
+	assign := func(end int64, before *Settled, deliver ...int64) *Settled {
+		tr := NewTracker("t", 0)
+		for o := int64(10); o < end; o++ {
+			tr.Track(o, 0)
+			if before.Contains(o) || slices.Contains(deliver, o) {
+				tr.Settle(o)
+			}
+		}
+		s := tr.Settled().Merge(before)
+		tr.Close()
+		if tr.Settled() != nil {
+			t.Fatal("Settled() of a closed tracker is not nil")
+		}
+		return s
+	}
+	check := func(s *Settled, want ...int64) {
+		t.Helper()
+		var got []int64
+		for o := int64(10); o < 17; o++ {
+			if s.Contains(o) {
+				got = append(got, o)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("Settled contains %v of 10..16, want %v", got, want)
+		}
+	}
+	first := assign(15, nil, 10, 11, 13)
+	check(first, 10, 11, 13)
+	second := assign(12, first) // lost after fetching 10 and 11 again
+	check(second, 10, 11, 13)
+	third := assign(17, second, 15, 16)
+	check(third, 10, 11, 13, 15, 16)
+	if (*Settled)(nil).Merge(first) != first || first.Merge(nil) != first {
+		t.Fatal("Merge with nil is not the identity")
+	}
+}
+
+// TestCommittedEpoch pins the epoch a commit carries: that of the last
+// settled record below the committed offset (Kafka's committed leader epoch
+// is the epoch of the last record consumed; franz-go commits that too), -1
+// when nothing below it was settled. The records cross a leader change:
+// 10 and 11 in epoch 3, then 13 and 14 in epoch 4 (12 is a gap).
+//
+// Mutation caught: the epoch of the first unsettled record (the code before
+// this test) gives {13 4} for "the epoch-3 records settled", and the epoch
+// of the last tracked record gives {11 4} for "first settled".
+func TestCommittedEpoch(t *testing.T) {
+	tests := []struct {
+		name    string
+		settled []int64
+		want    Offset
+	}{
+		{"none settled", nil, Offset{10, -1}},
+		{"first settled", []int64{10}, Offset{11, 3}},
+		{"the epoch-3 records settled", []int64{10, 11}, Offset{13, 3}},
+		{"one epoch-4 record settled", []int64{11, 10, 13}, Offset{14, 4}},
+		{"all settled", []int64{14, 13, 11, 10}, Offset{15, 4}},
+		{"only later records settled", []int64{13, 14}, Offset{10, -1}},
+		{"hole at the start", []int64{11, 13}, Offset{10, -1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := NewTracker("t", 0)
+			for _, r := range []rec{{10, 3}, {11, 3}, {13, 4}, {14, 4}} {
+				tr.Track(r.offset, r.epoch)
+			}
+			for _, o := range tt.settled {
+				if !tr.Settle(o) {
+					t.Fatalf("Settle(%d) refused", o)
+				}
+			}
+			if got, ok := tr.Committable(); !ok || got != tt.want {
+				t.Fatalf("Committable() = %+v, %v; want %+v", got, ok, tt.want)
+			}
+		})
+	}
+}
+
+// TestBookReassignGetsNewTracker follows one partition through revoke and
+// re-assignment: while revoking, Book.Tracker returns nil (the poll loop
+// tracks nothing) but the revoking tracker still settles and is still in the
+// revoke's commit; once closed it refuses late acks, and the new
+// assignment's tracker is a different one that the late ack cannot touch.
+//
+// Mutations caught: Book.Tracker returning a revoking tracker (the code
+// before, which the old test relied on by calling Track on it); Book.Revoke
+// not revoking; Book.Committable skipping revoking trackers (the revoke's
+// commit would lose the drained records); Assign reusing the old tracker.
 func TestBookReassignGetsNewTracker(t *testing.T) {
 	b := NewBook()
 	b.Assign("t", []int32{0, 1})
 	old := b.Tracker("t", 0)
-	if !old.Track(10, 0) {
+	if old == nil || old.Topic() != "t" || old.Partition() != 0 {
+		t.Fatalf("Tracker(t, 0) = %v", old)
+	}
+	if !old.Track(10, 0) || !old.Track(11, 0) {
 		t.Fatal("Track refused on a live tracker")
 	}
-	revoked := b.Revoke("t", []int32{0})
+	revoked := b.Revoke("t", []int32{0, 7}) // 7 is not assigned
 	if len(revoked) != 1 || revoked[0] != old {
 		t.Fatalf("Revoke returned %v", revoked)
 	}
-	if b.Tracker("t", 0).Track(11, 0) {
+	if got := b.Tracker("t", 0); got != nil {
+		t.Fatal("Book.Tracker returned a revoking tracker")
+	}
+	if b.Tracker("t", 1) == nil {
+		t.Fatal("revoking partition 0 hid partition 1")
+	}
+	if old.Track(12, 0) {
 		t.Fatal("a revoking tracker accepted a new record")
 	}
+	if !old.Settle(10) {
+		t.Fatal("a revoking tracker refused a settlement during the drain")
+	}
+	if got := b.Committable()["t"][0]; got != (Offset{11, 0}) {
+		t.Fatalf("the revoke's commit for t/0 = %v, want {11 0}", got)
+	}
 	old.Close()
+	if got := b.Committable(); len(got) != 0 {
+		t.Fatalf("Committable includes a closed tracker: %v", got)
+	}
 	b.Assign("t", []int32{0})
 	fresh := b.Tracker("t", 0)
-	if fresh == old {
-		t.Fatal("re-assigned partition reused the old tracker")
+	if fresh == nil || fresh == old {
+		t.Fatalf("re-assigned partition got %p, the old tracker is %p", fresh, old)
 	}
-	if old.Settle(10) {
+	if old.Settle(11) {
 		t.Fatal("a late ack was accepted by the closed tracker")
 	}
 	if _, ok := fresh.Committable(); ok {
 		t.Fatal("the late ack made the new tracker committable")
 	}
-	got := b.Committable()
-	if _, ok := got["t"][0]; ok {
+	if got := b.Committable(); len(got) != 0 {
 		t.Fatalf("Committable includes the fresh, empty partition: %v", got)
+	}
+	// Assign over a tracker that was never revoked (a missed callback)
+	// closes it.
+	one := b.Tracker("t", 1)
+	b.Assign("t", []int32{1})
+	if !one.Closed() || b.Tracker("t", 1) == one {
+		t.Fatal("Assign kept or reused a live tracker")
 	}
 }
 
@@ -237,12 +470,15 @@ func TestBookLostCommitsNothing(t *testing.T) {
 	tr := b.Tracker("t", 3)
 	tr.Track(1, 0)
 	tr.Settle(1)
-	b.Lost("t", []int32{3})
+	b.Lost("t", []int32{3, 4})
 	if got := b.Committable(); len(got) != 0 {
 		t.Fatalf("Committable after Lost = %v, want nothing", got)
 	}
 	if b.Tracker("t", 3) != nil {
 		t.Fatal("lost partition still has a tracker")
+	}
+	if tr.Settle(1) || tr.Track(2, 0) {
+		t.Fatal("the lost partition's tracker still accepts marks")
 	}
 }
 
@@ -265,32 +501,112 @@ func TestBookCommittableAndMark(t *testing.T) {
 		t.Fatalf("Committable() = %v, want %v", got, want)
 	}
 	b.MarkCommitted("a", 0, Offset{At: 6})
+	b.MarkCommitted("c", 0, Offset{At: 6}) // not in the book: ignored
 	got = b.Committable()
 	if _, ok := got["a"][0]; ok {
 		t.Fatalf("a/0 reported again after MarkCommitted: %v", got)
 	}
-	if b.Pending() != 3 {
-		t.Fatalf("Pending() = %d, want 3", b.Pending())
+	if len(got["a"]) != 1 || len(got["b"]) != 1 {
+		t.Fatalf("MarkCommitted of a/0 hid other partitions: %v", got)
 	}
 }
 
+// TestDrained checks that Drained really waits for the last settlement. It
+// runs in a synctest bubble: synctest.Wait returns only once the waiter is
+// blocked inside Drained, so the settles happen while it waits, and the
+// test sees it stay blocked while a record is pending.
+//
+// Mutations caught: removing close(t.drained) in Settle ("last settle wakes
+// the waiter" fails; the old test settled both records before the waiter
+// looked and passed 200 of 200); removing it in Close ("close wakes the
+// waiter" fails); Drained ignoring ctx ("deadline" deadlocks the bubble).
 func TestDrained(t *testing.T) {
-	tr := NewTracker("t", 0)
-	tr.Track(1, 0)
-	tr.Track(2, 0)
-	done := make(chan error, 1)
-	go func() { done <- tr.Drained(context.Background()) }()
-	tr.Settle(2)
-	tr.Settle(1)
-	if err := <-done; err != nil {
-		t.Fatalf("Drained() = %v", err)
+	// waitFor starts Drained(ctx) in the bubble and returns its result channel
+	// once it is blocked there.
+	waitFor := func(ctx context.Context, tr *Tracker) chan error {
+		done := make(chan error, 1)
+		go func() { done <- tr.Drained(ctx) }()
+		synctest.Wait()
+		return done
 	}
-	tr.Track(3, 0)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := tr.Drained(ctx); err == nil {
-		t.Fatal("Drained with a pending record and a cancelled ctx returned nil")
+	blocked := func(t *testing.T, done chan error, when string) {
+		t.Helper()
+		synctest.Wait()
+		select {
+		case err := <-done:
+			t.Fatalf("Drained returned %v %s", err, when)
+		default:
+		}
 	}
+	returned := func(t *testing.T, done chan error, when string) error {
+		t.Helper()
+		synctest.Wait()
+		select {
+		case err := <-done:
+			return err
+		default:
+			t.Fatalf("Drained still waiting %s", when)
+			return nil
+		}
+	}
+	pending := func() *Tracker {
+		tr := NewTracker("t", 0)
+		tr.Track(1, 0)
+		tr.Track(2, 0)
+		return tr
+	}
+
+	t.Run("last settle wakes the waiter", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel() // on failure, lets the waiter leave the bubble
+			tr := pending()
+			first, second := waitFor(ctx, tr), waitFor(ctx, tr)
+			blocked(t, first, "before any settle")
+			tr.Settle(2)
+			blocked(t, first, "with offset 1 pending")
+			tr.Settle(1)
+			for _, done := range []chan error{first, second} {
+				if err := returned(t, done, "after the last settle"); err != nil {
+					t.Fatalf("Drained() = %v, want nil", err)
+				}
+			}
+			// Drained again: nothing pending, returns at once.
+			if err := tr.Drained(ctx); err != nil {
+				t.Fatalf("Drained() with nothing pending = %v", err)
+			}
+		})
+	})
+	t.Run("close wakes the waiter", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			tr := pending()
+			done := waitFor(ctx, tr)
+			blocked(t, done, "before Close")
+			tr.Close()
+			if err := returned(t, done, "after Close"); err != nil {
+				t.Fatalf("Drained() = %v after Close, want nil", err)
+			}
+			if err := tr.Drained(ctx); err != nil {
+				t.Fatalf("Drained() on a closed tracker = %v", err)
+			}
+		})
+	})
+	t.Run("deadline", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			tr := pending()
+			start := time.Now()
+			if err := tr.Drained(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Drained() = %v, want the deadline", err)
+			}
+			if d := time.Since(start); d != 5*time.Second {
+				t.Fatalf("Drained gave up after %v, want 5s", d)
+			}
+		})
+	})
 }
 
 func TestRingGrowth(t *testing.T) {

@@ -1,0 +1,76 @@
+package relay
+
+import (
+	"context"
+	"errors"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// poll fetches and tracks records until ctx ends, keeping at most
+// max_buffered_events records between fetch and settlement. Each record is
+// tracked before AllowRebalance (kgo.BlockRebalanceOnPoll), so a revoke
+// always sees every record of the partitions it takes away.
+func (r *Relay) poll(ctx context.Context, workers []chan []*item) {
+	max := int64(r.cfg.Delivery.MaxBufferedEvents)
+	shards := make([][]*item, len(workers))
+	for {
+		for r.buffered.Load() >= max {
+			select {
+			case <-r.space:
+			case <-ctx.Done():
+				return
+			}
+		}
+		fs := r.cl.PollRecords(ctx, int(max-r.buffered.Load()))
+		if fs.IsClientClosed() {
+			r.cl.AllowRebalance()
+			return
+		}
+		fs.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				r.log.Warn("fetch error", "topic", topic, "partition", p, "error", err)
+			}
+		})
+		fs.EachPartition(func(p kgo.FetchTopicPartition) {
+			if len(p.Records) == 0 {
+				return
+			}
+			r.lagMu.Lock()
+			r.hwm[p.Partition] = p.HighWatermark
+			r.lagMu.Unlock()
+			part := r.parts.get(p.Topic, p.Partition)
+			shard := int(p.Partition) % len(workers)
+			for _, rec := range p.Records {
+				// A record of a partition we no longer own, or one already
+				// tracked, is not ours to process: its owner will.
+				if part == nil || !part.tr.Track(rec.Offset, rec.LeaderEpoch) {
+					continue
+				}
+				it := r.items.Get().(*item)
+				it.rec, it.part = rec, part
+				r.buffered.Add(1)
+				if part.settledBefore(rec.Offset) {
+					// This member settled the record in an earlier
+					// assignment of the partition that ended before its
+					// commit (lost, or a revoke whose commit failed):
+					// sending it again would only duplicate it.
+					r.settle(it, settledBefore)
+					continue
+				}
+				shards[shard] = append(shards[shard], it)
+			}
+		})
+		// Every record of this poll is tracked: rebalances may run again.
+		r.cl.AllowRebalance()
+		for i, s := range shards {
+			if len(s) > 0 {
+				workers[i] <- s
+				shards[i] = make([]*item, 0, len(s))
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
