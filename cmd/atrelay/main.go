@@ -17,6 +17,7 @@ import (
 	"github.com/atrelay/atrelay/internal/app"
 	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/demo"
+	"github.com/atrelay/atrelay/internal/redact"
 	"github.com/atrelay/atrelay/internal/sandbox"
 )
 
@@ -166,8 +167,10 @@ func newLogger(w io.Writer, format string) *slog.Logger {
 			}
 		}
 	}
+	// redact.Handler: a URL with credentials (a registry written as
+	// https://user:key@host) never reaches the log, whoever logs it.
 	if format == "text" {
-		return slog.New(slog.NewTextHandler(w, nil))
+		return slog.New(redact.Handler(slog.NewTextHandler(w, nil)))
 	}
-	return slog.New(slog.NewJSONHandler(w, nil))
+	return slog.New(redact.Handler(slog.NewJSONHandler(w, nil)))
 }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/atrelay/atrelay/internal/redact"
+
 	"errors"
 	"fmt"
 	"maps"
@@ -192,7 +194,7 @@ func (c *Codec) Validate() error {
 	}
 	if c.SchemaRegistry.URL != "" {
 		if u, err := url.Parse(c.SchemaRegistry.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fieldErr("schema_registry.url", "%q is not an http(s) URL", c.SchemaRegistry.URL))
+			errs = append(errs, fieldErr("schema_registry.url", "%q is not an http(s) URL", redact.URL(c.SchemaRegistry.URL)))
 		}
 	} else if c.Framing == "confluent" {
 		errs = append(errs, fieldErr("schema_registry.url", "is required with framing confluent"))
@@ -324,7 +326,7 @@ func (in *Integration) Endpoint() (endpoint string, plainHTTP bool, err error) {
 	u, err := url.Parse(origin)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") ||
 		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return "", false, fmt.Errorf("%q must be a host, host:port or an http(s) origin", d)
+		return "", false, fmt.Errorf("%q must be a host, host:port or an http(s) origin", redact.URL(d))
 	}
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
