@@ -46,6 +46,9 @@ type Metrics interface {
 	Settled(ctx context.Context, outcome, reason string, n int64)
 	DeliveryLatency(ctx context.Context, site string, d time.Duration)
 	Commit(ctx context.Context, ok bool)
+	// DLQWriteError counts a failed write to the dead-letter topic, by
+	// reason (too_large, unknown_topic, timeout, error); the write is retried.
+	DLQWriteError(ctx context.Context, reason string)
 	// Abandoned counts records released unsettled, by reason: revoked and
 	// lost (their partition moved to another member, which processes them
 	// again), shutdown (the shutdown timeout ran out).
@@ -205,7 +208,18 @@ func (r *Relay) Run(ctx context.Context) error {
 		return fmt.Errorf("relay: kafka client: %w", err)
 	}
 	r.cl = cl
-	r.dlq = dlq.New(cl, r.cfg.Kafka.DLQTopic)
+	// The DLQ has a producer of its own, sized to the DLQ topic's
+	// max.message.bytes: the consumer's client keeps the default 1 MB limit,
+	// under which a larger record could never be dead-lettered.
+	r.dlq, err = dlq.Open(ctx, dlq.Config{
+		Topic: r.cfg.Kafka.DLQTopic, ClientOpts: r.cfg.ClientOpts, Logger: r.log,
+		OnWriteError: func(reason string) { r.metrics.DLQWriteError(r.deliverCtx, reason) },
+	})
+	if err != nil {
+		cl.Close()
+		return fmt.Errorf("relay: %w", err)
+	}
+	defer r.dlq.Close()
 	r.sender = newSender(r, r.cfg.Delivery.Concurrency)
 	r.batcher = batch.New(batch.Config{
 		MaxEvents: r.cfg.Delivery.MaxEvents,
@@ -314,3 +328,4 @@ func (nopMetrics) Settled(context.Context, string, string, int64)         {}
 func (nopMetrics) DeliveryLatency(context.Context, string, time.Duration) {}
 func (nopMetrics) Commit(context.Context, bool)                           {}
 func (nopMetrics) Abandoned(context.Context, string, int64)               {}
+func (nopMetrics) DLQWriteError(context.Context, string)                  {}

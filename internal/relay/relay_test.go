@@ -623,6 +623,11 @@ func newCounter() *counter {
 }
 
 func (c *counter) Consumed(context.Context, string, int32) {}
+func (c *counter) DLQWriteError(_ context.Context, reason string) {
+	c.mu.Lock()
+	c.settled["dlq_write_error/"+reason]++
+	c.mu.Unlock()
+}
 func (c *counter) Abandoned(_ context.Context, reason string, n int64) {
 	c.mu.Lock()
 	c.settled["abandoned/"+reason] += n

@@ -93,6 +93,7 @@ type Metrics struct {
 	truncated metric.Int64Counter
 	commits   metric.Int64Counter
 	abandoned metric.Int64Counter
+	dlqErrors metric.Int64Counter
 	meter     metric.Meter
 
 	sets sync.Map // string key -> metric.MeasurementOption
@@ -122,6 +123,8 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	m.truncated, err = m.meter.Int64Counter("atrelay.properties.truncated", metric.WithUnit("{value}"), metric.WithDescription("String values cut to 255 characters."))
 	add(err)
 	m.abandoned, err = m.meter.Int64Counter("atrelay.records.abandoned", metric.WithUnit("{record}"), metric.WithDescription("Records released unsettled, for the partition's next owner, by reason (revoked, lost, shutdown)."))
+	add(err)
+	m.dlqErrors, err = m.meter.Int64Counter("atrelay.dlq.write.errors", metric.WithUnit("{error}"), metric.WithDescription("Failed writes to the dead-letter topic, by reason (too_large, unknown_topic, timeout, error); each is retried."))
 	add(err)
 	m.commits, err = m.meter.Int64Counter("atrelay.offsets.commits", metric.WithUnit("{commit}"), metric.WithDescription("Offset commits, by result."))
 	add(err)
@@ -186,6 +189,11 @@ func (m *Metrics) Truncated(ctx context.Context, n int) { m.truncated.Add(ctx, i
 // another member, or shutdown ran out of time), by reason.
 func (m *Metrics) Abandoned(ctx context.Context, reason string, n int64) {
 	m.abandoned.Add(ctx, n, m.opt("abandoned/"+reason, func() attribute.Set { return attribute.NewSet(attribute.String("reason", reason)) }))
+}
+
+// DLQWriteError counts a failed write to the dead-letter topic, by reason.
+func (m *Metrics) DLQWriteError(ctx context.Context, reason string) {
+	m.dlqErrors.Add(ctx, 1, m.opt("dlqerr/"+reason, func() attribute.Set { return attribute.NewSet(attribute.String("reason", reason)) }))
 }
 
 // Commit counts an offset commit.

@@ -1,14 +1,19 @@
-// Package dlq writes records atrelay cannot process to the dead-letter topic:
-// the original key, value and headers, plus headers saying where the record
-// came from, which stage failed, and why.
 package dlq
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -22,10 +27,58 @@ const (
 	HeaderError      = "atrelay.error"
 	HeaderTime       = "atrelay.time"
 	HeaderHTTPStatus = "atrelay.http.status"
+
+	// HeaderOriginalReason is set on a pointer record (HeaderReason is
+	// ReasonTooLarge) to the reason the record was dead-lettered in the
+	// first place, which the pointer's own reason replaces.
+	HeaderOriginalReason = "atrelay.original_reason"
+	// HeaderSize is set on a pointer record to the byte length of the
+	// original value it leaves out, in decimal.
+	HeaderSize = "atrelay.size"
+	// HeaderDropped is set on a pointer record that also leaves out the
+	// original headers ("headers") or the headers and the key
+	// ("headers,key"), because even without its value the record was too
+	// large for the topic.
+	HeaderDropped = "atrelay.dropped"
 )
 
-// maxErrorLen caps the error header.
-const maxErrorLen = 1 << 10
+// ReasonTooLarge is HeaderReason of a pointer record: the original record
+// could not be written to the dead-letter topic whole because it exceeds the
+// topic's max.message.bytes, so its value was left out. The source topic,
+// partition and offset headers say where to find it while retention lasts.
+const ReasonTooLarge = "too_large"
+
+// Labels passed to Config.OnWriteError, besides ReasonTooLarge.
+const (
+	writeErrUnknownTopic = "unknown_topic"
+	writeErrTimeout      = "timeout"
+	writeErrOther        = "error"
+)
+
+// ErrClosed is what done receives for a write that Close ended, or that was
+// started after Close.
+var ErrClosed = errors.New("dlq: writer closed")
+
+const (
+	// maxErrorLen caps the error header.
+	maxErrorLen = 1 << 10
+
+	// defaultLimit is Kafka's default max.message.bytes (message.max.bytes
+	// on the broker), assumed when neither the topic nor a broker says.
+	defaultLimit = 1048588
+
+	// attemptTimeout bounds one produce attempt, so that a write the broker
+	// never answers fails, is logged and is retried rather than hanging.
+	attemptTimeout = 30 * time.Second
+
+	// describeTimeout bounds reading the limit in Open: a cluster that does
+	// not answer must not keep the service from starting.
+	describeTimeout = 10 * time.Second
+
+	// logPeriod is the least time between two ERROR lines about failed
+	// writes.
+	logPeriod = 30 * time.Second
+)
 
 // Failure says why a record is dead-lettered.
 type Failure struct {
@@ -35,21 +88,182 @@ type Failure struct {
 	HTTPStatus int // the collect server's status, for delivery failures
 }
 
-// Writer produces to the dead-letter topic through a kgo client (the
-// consumer's own is fine). It is safe for concurrent use.
+// Config shapes a Writer.
+type Config struct {
+	// Topic is the dead-letter topic. It need not exist when Open is
+	// called: writes fail, are logged and retried until it does.
+	Topic string
+	// ClientOpts are the connection options (seed brokers, TLS, SASL,
+	// hooks). The writer adds its producer options; consumer options do not
+	// belong here.
+	ClientOpts []kgo.Opt
+	// Logger receives the writer's lines; nil means slog.Default().
+	Logger *slog.Logger
+	// OnWriteError, when set, is called for every failed produce attempt
+	// with a short reason label: "too_large", "unknown_topic", "timeout" or
+	// "error". It is not called when the write's context ends. It must not
+	// block.
+	OnWriteError func(reason string)
+}
+
+// Writer produces to the dead-letter topic through a producer client of its
+// own, sized to the topic's max.message.bytes: the consumer's client keeps
+// the default 1 MB batch limit, under which a larger record could never be
+// dead-lettered. It is safe for concurrent use.
 type Writer struct {
-	cl    *kgo.Client
-	topic string
-	now   func() time.Time
+	cl           *kgo.Client
+	topic        string
+	limit        atomic.Int32 // the largest record batch the topic accepts
+	log          *slog.Logger
+	failures     *writeLog
+	onWriteError func(reason string)
+
+	mu      sync.Mutex
+	closed  bool
+	writes  sync.WaitGroup
+	closing context.Context // ends every write in flight when Close is called
+	close   context.CancelFunc
 }
 
-// New returns a writer to topic.
-func New(cl *kgo.Client, topic string) *Writer {
-	return &Writer{cl: cl, topic: topic, now: time.Now}
+// Open returns a writer to cfg.Topic with its own producer client. It reads
+// the topic's max.message.bytes to size that client's batches; when the
+// topic is absent or the read fails, it uses the broker's message.max.bytes
+// (what a topic created later inherits) or else Kafka's default, 1048588.
+// A limit changed after Open is honoured only after the next Open: a larger
+// one still gives pointers, a smaller one gives MESSAGE_TOO_LARGE answers,
+// which also give pointers. Open fails only when the client cannot be built.
+func Open(ctx context.Context, cfg Config) (*Writer, error) {
+	if cfg.Topic == "" {
+		return nil, errors.New("dlq: no topic")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	w := &Writer{topic: cfg.Topic, log: log, failures: newWriteLog(log, logPeriod), onWriteError: cfg.OnWriteError}
+	w.closing, w.close = context.WithCancel(context.Background())
+	w.limit.Store(defaultLimit)
+	opts := append(slices.Clip(cfg.ClientOpts),
+		// Batches are capped by the topic's limit, which is read below with
+		// this same client; the partitions, and so this function's calls,
+		// come only with the first produce.
+		kgo.ProducerBatchMaxBytesFn(func(string) int32 { return w.limit.Load() }),
+		kgo.RecordDeliveryTimeout(attemptTimeout),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dlq: kafka client: %w", err)
+	}
+	w.cl = cl
+	limit, source, err := readLimit(ctx, kadm.NewClient(cl), cfg.Topic)
+	w.limit.Store(limit)
+	if err != nil {
+		w.log.Warn("dlq: cannot read the dead-letter topic's max.message.bytes; if the topic is missing, writes fail and are retried until it exists",
+			"topic", cfg.Topic, "max_message_bytes", limit, "from", source, "error", err)
+	} else {
+		w.log.Info("dlq: writer ready", "topic", cfg.Topic, "max_message_bytes", limit, "from", source)
+	}
+	return w, nil
 }
 
-// Record returns the dead-letter copy of rec for failure f.
+// readLimit returns the largest record batch topic accepts and where that
+// figure came from: "topic", "broker" or "default". The error says why the
+// topic's own figure could not be read.
+func readLimit(ctx context.Context, adm *kadm.Client, topic string) (int32, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, describeTimeout)
+	defer cancel()
+	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	v, err := configInt(rcs, err, topic, "max.message.bytes")
+	if err == nil {
+		return v, "topic", nil
+	}
+	topicErr := fmt.Errorf("describe topic %s: %w", topic, err)
+	// A broker's own figure, static ones included, needs its id: the
+	// cluster-wide resource lists dynamic overrides only.
+	if md, err := adm.BrokerMetadata(ctx); err == nil && len(md.Brokers) > 0 {
+		id := md.Brokers[0].NodeID
+		rcs, err := adm.DescribeBrokerConfigs(ctx, id)
+		if v, err := configInt(rcs, err, strconv.Itoa(int(id)), "message.max.bytes"); err == nil {
+			return v, "broker", topicErr
+		}
+	}
+	return defaultLimit, "default", topicErr
+}
+
+// configInt returns config key of resource name from a describe answer and
+// its error, clamped to what kgo accepts as a batch limit.
+func configInt(rcs kadm.ResourceConfigs, err error, name, key string) (int32, error) {
+	if err != nil {
+		return 0, err
+	}
+	rc, err := rcs.On(name, nil)
+	if err == nil {
+		err = rc.Err
+	}
+	if err != nil {
+		return 0, err
+	}
+	for _, c := range rc.Configs {
+		if c.Key != key || c.Value == nil {
+			continue
+		}
+		n, err := strconv.ParseInt(*c.Value, 10, 32)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", key, err)
+		}
+		return int32(min(max(n, 512), 1<<30)), nil
+	}
+	return 0, fmt.Errorf("no %s in the answer", key)
+}
+
+// Close ends the writes still in flight (their done gets ErrClosed), waits
+// for their done callbacks to return, and closes the writer's client. Do not
+// call it from a done callback. Calls after the first do nothing.
+func (w *Writer) Close() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.closed = true
+	w.mu.Unlock()
+	w.close()
+	w.writes.Wait()
+	w.failures.flush()
+	w.cl.Close()
+}
+
+// Record returns the dead-letter copy of rec for failure f: its key, value
+// and headers, followed by the atrelay.* headers. It is the whole copy
+// whatever its size; Write is what turns one too large into a pointer.
 func (w *Writer) Record(rec *kgo.Record, f Failure) *kgo.Record {
+	return w.record(rec, f, time.Now(), whole)
+}
+
+// shape is how much of the original record a dead-letter record keeps; each
+// shape keeps less than the one before.
+type shape int
+
+const (
+	whole   shape = iota // key, value and headers
+	pointer              // key and headers
+	bare                 // key
+	keyless              // nothing: the atrelay.* headers only
+)
+
+// dropped is HeaderDropped's value for s, or "" when s drops no more than
+// the value.
+func (s shape) dropped() string {
+	switch s {
+	case bare:
+		return "headers"
+	case keyless:
+		return "headers,key"
+	}
+	return ""
+}
+
+func (w *Writer) record(rec *kgo.Record, f Failure, at time.Time, s shape) *kgo.Record {
 	errText := ""
 	if f.Err != nil {
 		errText = f.Err.Error()
@@ -57,53 +271,161 @@ func (w *Writer) Record(rec *kgo.Record, f Failure) *kgo.Record {
 			errText = errText[:maxErrorLen]
 		}
 	}
-	headers := make([]kgo.RecordHeader, 0, len(rec.Headers)+8)
-	headers = append(headers, rec.Headers...)
+	reason := f.Reason
+	if s != whole {
+		reason = ReasonTooLarge
+	}
+	headers := make([]kgo.RecordHeader, 0, len(rec.Headers)+11)
+	if s <= pointer {
+		headers = append(headers, rec.Headers...)
+	}
 	headers = append(headers,
 		kgo.RecordHeader{Key: HeaderTopic, Value: []byte(rec.Topic)},
 		kgo.RecordHeader{Key: HeaderPartition, Value: strconv.AppendInt(nil, int64(rec.Partition), 10)},
 		kgo.RecordHeader{Key: HeaderOffset, Value: strconv.AppendInt(nil, rec.Offset, 10)},
 		kgo.RecordHeader{Key: HeaderStage, Value: []byte(f.Stage)},
-		kgo.RecordHeader{Key: HeaderReason, Value: []byte(f.Reason)},
+		kgo.RecordHeader{Key: HeaderReason, Value: []byte(reason)},
 		kgo.RecordHeader{Key: HeaderError, Value: []byte(errText)},
-		kgo.RecordHeader{Key: HeaderTime, Value: []byte(w.now().UTC().Format(time.RFC3339Nano))},
+		kgo.RecordHeader{Key: HeaderTime, Value: []byte(at.UTC().Format(time.RFC3339Nano))},
 	)
 	if f.HTTPStatus != 0 {
 		headers = append(headers, kgo.RecordHeader{Key: HeaderHTTPStatus, Value: strconv.AppendInt(nil, int64(f.HTTPStatus), 10)})
 	}
-	return &kgo.Record{Topic: w.topic, Key: rec.Key, Value: rec.Value, Headers: headers}
+	out := &kgo.Record{Topic: w.topic, Key: rec.Key, Value: rec.Value, Headers: headers}
+	if s == whole {
+		return out
+	}
+	out.Value = nil
+	out.Headers = append(out.Headers,
+		kgo.RecordHeader{Key: HeaderOriginalReason, Value: []byte(f.Reason)},
+		kgo.RecordHeader{Key: HeaderSize, Value: strconv.AppendInt(nil, int64(len(rec.Value)), 10)},
+	)
+	if d := s.dropped(); d != "" {
+		out.Headers = append(out.Headers, kgo.RecordHeader{Key: HeaderDropped, Value: []byte(d)})
+	}
+	if s == keyless {
+		out.Key = nil
+	}
+	return out
+}
+
+// Sizes that bound how a record encodes in a batch of its own: the v2 batch
+// header is 61 bytes, the record's length, attributes, timestamp and offset
+// deltas and key/value lengths at most 31 more; each header adds two varint
+// lengths of at most 5 bytes. Rounded up, so that a record judged to fit
+// does fit, in kgo's count and the broker's.
+const (
+	recordOverhead = 128
+	headerOverhead = 10
+)
+
+// encodedSize overestimates the bytes r takes in a record batch of its own.
+func encodedSize(r *kgo.Record) int {
+	n := recordOverhead + len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += headerOverhead + len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // Write produces the dead-letter copy of rec asynchronously and calls done
 // once: with nil only after the broker acknowledged it, or with ctx's error
-// when ctx ended first. Failed produces are retried with backoff, so a DLQ
-// that cannot be written stalls the record (and its partition's commits)
-// instead of losing it.
+// (ErrClosed after Close) when ctx ended first. A record too large for the
+// topic is written as a pointer, keeping less and less (value, then
+// headers, then key) until it fits. Other failed produces are logged and
+// retried with backoff until ctx ends, so a DLQ that cannot be written
+// stalls the record (and its partition's commits) instead of losing it.
+// rec must not change until done is called; done runs on a goroutine of the
+// writer's, or before Write returns on a closed writer.
 func (w *Writer) Write(ctx context.Context, rec *kgo.Record, f Failure, done func(error)) {
-	w.produce(ctx, w.Record(rec, f), 0, done)
+	at := time.Now()
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		done(ErrClosed)
+		return
+	}
+	w.writes.Add(1)
+	w.mu.Unlock()
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(w.closing, func() { cancel(ErrClosed) })
+	go func() {
+		defer w.writes.Done()
+		err := w.write(ctx, rec, f, at)
+		stop()
+		cancel(nil)
+		done(err)
+	}()
 }
 
-func (w *Writer) produce(ctx context.Context, out *kgo.Record, attempt int, done func(error)) {
-	w.cl.Produce(ctx, out, func(_ *kgo.Record, err error) {
+// write produces rec's dead-letter copy until the broker acknowledges it or
+// ctx ends.
+func (w *Writer) write(ctx context.Context, rec *kgo.Record, f Failure, at time.Time) error {
+	s, limit := whole, int(w.limit.Load())
+	for s < keyless && encodedSize(w.record(rec, f, at, s)) > limit {
+		s++
+	}
+	if s != whole {
+		w.logPointer(rec, s, "")
+	}
+	for attempt := 0; ; attempt++ {
+		// A fresh record each attempt: kgo keeps the first attempt's
+		// context (and timestamp, partition) in the record it is given.
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		err := w.cl.ProduceSync(actx, w.record(rec, f, at, s)).FirstErr()
+		cancel()
 		if err == nil {
-			done(nil)
-			return
+			w.failures.succeeded()
+			return nil
 		}
 		if ctx.Err() != nil {
-			done(ctx.Err())
-			return
+			return context.Cause(ctx)
 		}
-		// Retry on a goroutine of our own: the promise callback must not block.
-		go func() {
-			wait := min(100*time.Millisecond<<min(attempt, 8), 10*time.Second)
-			t := time.NewTimer(wait/2 + rand.N(wait/2+1))
-			defer t.Stop()
-			select {
-			case <-t.C:
-				w.produce(ctx, out, attempt+1, done)
-			case <-ctx.Done():
-				done(ctx.Err())
-			}
-		}()
-	})
+		reason := writeErrReason(err)
+		if w.onWriteError != nil {
+			w.onWriteError(reason)
+		}
+		w.failures.failed(err, "topic", w.topic, "source_topic", rec.Topic, "partition", rec.Partition,
+			"offset", rec.Offset, "reason", reason)
+		if reason == ReasonTooLarge && s < keyless {
+			// The topic's limit is below the one read in Open: keep less
+			// and try again at once; this is not a transient failure.
+			s++
+			w.logPointer(rec, s, err.Error())
+			continue
+		}
+		wait := min(100*time.Millisecond<<min(attempt, 8), 10*time.Second)
+		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return context.Cause(ctx)
+		}
+	}
+}
+
+func (w *Writer) logPointer(rec *kgo.Record, s shape, brokerErr string) {
+	attrs := []any{"topic", w.topic, "source_topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset,
+		"value_bytes", len(rec.Value), "max_message_bytes", w.limit.Load()}
+	if d := s.dropped(); d != "" {
+		attrs = append(attrs, "dropped", d)
+	}
+	if brokerErr != "" {
+		attrs = append(attrs, "error", brokerErr)
+	}
+	w.log.Warn("dlq: record too large for the dead-letter topic; writing a pointer without its value", attrs...)
+}
+
+// writeErrReason labels a failed produce for Config.OnWriteError.
+func writeErrReason(err error) string {
+	switch {
+	case errors.Is(err, kerr.MessageTooLarge), errors.Is(err, kerr.RecordListTooLarge):
+		return ReasonTooLarge
+	case errors.Is(err, kerr.UnknownTopicOrPartition), errors.Is(err, kerr.UnknownTopicID):
+		return writeErrUnknownTopic
+	case errors.Is(err, kgo.ErrRecordTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, kerr.RequestTimedOut):
+		return writeErrTimeout
+	}
+	return writeErrOther
 }

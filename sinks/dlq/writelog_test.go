@@ -1,0 +1,113 @@
+package dlq
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// TestWriteLog drives writeLog on synctest's fake clock: time.Sleep inside
+// the bubble advances that clock at once, so 100 s of failures take no real
+// time and the line counts are exact.
+//
+// Mutations caught (each tried once): a line on every failure (drop the due
+// check in failed: 1,000 lines in "steady"); never a summary (return instead
+// of l.summary: 0 summaries); resetting lastLine on recovery, as a plain
+// first/summary/recovery scheme would (100 ERROR lines in "flapping");
+// a recovery line that does not carry the pending count, or a flush that
+// forgets it (the failure totals differ).
+func TestWriteLog(t *testing.T) {
+	boom := errors.New("broker down")
+	tests := []struct {
+		name string
+		run  func(l *writeLog)
+
+		first, summaries, recoveries int
+		failed                       int    // failures reported, summed over every line
+		line                         string // a line that must appear
+	}{
+		{
+			name: "no failures, no lines",
+			run: func(l *writeLog) {
+				for range 10 {
+					l.succeeded()
+					time.Sleep(time.Second)
+				}
+			},
+		},
+		{
+			name: "steady failures: first line, one summary per 30 s, recovery",
+			run: func(l *writeLog) {
+				for range 1000 {
+					l.failed(boom, "partition", 3)
+					time.Sleep(100 * time.Millisecond)
+				}
+				l.succeeded()
+				l.succeeded() // a second success writes nothing
+			},
+			first: 1, summaries: 3, recoveries: 1, failed: 1000,
+			line: `level=ERROR msg="dlq: 300 writes failed in the last 30s" failed=300 last_error="broker down"`,
+		},
+		{
+			name: "flapping: ERROR lines stay 30 s apart",
+			run: func(l *writeLog) {
+				for range 100 {
+					l.failed(boom)
+					l.succeeded()
+					time.Sleep(time.Second)
+				}
+				l.flush()
+			},
+			// t=0, 30, 60, 90 s; the 9 failures after 90 s come out in flush.
+			first: 4, summaries: 1, recoveries: 4, failed: 100,
+			line: `level=ERROR msg="dlq: write failed" failed=30 error="broker down"`,
+		},
+		{
+			name: "flush reports what no line has",
+			run: func(l *writeLog) {
+				l.failed(boom)
+				l.failed(boom)
+				time.Sleep(time.Second)
+				l.flush()
+				l.flush() // nothing left
+			},
+			first: 1, summaries: 1, failed: 2,
+			line: `level=ERROR msg="dlq: 1 writes failed in the last 1s" failed=1`,
+		},
+	}
+	failedAttr := regexp.MustCompile(`failed=(\d+)`)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var buf bytes.Buffer
+				tt.run(newWriteLog(slog.New(slog.NewTextHandler(&buf, nil)), 30*time.Second))
+				out := buf.String()
+				first := strings.Count(out, `level=ERROR msg="dlq: write failed"`)
+				summaries := strings.Count(out, "writes failed in the last")
+				recoveries := strings.Count(out, `level=INFO msg="dlq: writes succeed again"`)
+				lines := strings.Count(out, "\n")
+				if first != tt.first || summaries != tt.summaries || recoveries != tt.recoveries || lines != first+summaries+recoveries {
+					t.Errorf("%d first lines, %d summaries, %d recoveries, %d lines; want %d, %d, %d and no other:\n%s",
+						first, summaries, recoveries, lines, tt.first, tt.summaries, tt.recoveries, out)
+				}
+				failed := 0
+				for _, m := range failedAttr.FindAllStringSubmatch(out, -1) {
+					n, _ := strconv.Atoi(m[1])
+					failed += n
+				}
+				if failed != tt.failed {
+					t.Errorf("lines report %d failures, want %d:\n%s", failed, tt.failed, out)
+				}
+				if !strings.Contains(out, tt.line) {
+					t.Errorf("no line with %q:\n%s", tt.line, out)
+				}
+			})
+		})
+	}
+}
