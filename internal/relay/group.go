@@ -2,8 +2,7 @@ package relay
 
 import (
 	"context"
-	"sync"
-	"sync/atomic"
+	"errors"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -13,71 +12,16 @@ import (
 	"github.com/atrelay/atrelay/internal/relay/offsets"
 )
 
-// partition is one assignment of one partition: its tracker, and a context
-// that ends with the assignment (revoked, lost) or at shutdown. Requests
-// and DLQ writes of its records run under that context, so that a member
-// stops sending a partition's records as soon as it no longer owns it.
-type partition struct {
-	tr     *offsets.Tracker
-	ctx    context.Context
-	cancel context.CancelFunc
-	reason atomic.Pointer[string] // why the assignment ended: revoked, lost
-
-	// before holds what an earlier assignment of this partition, on this
-	// member, settled without committing (nil when nothing): its records
-	// are settled again at once instead of being sent twice.
-	before *offsets.Settled
-}
-
-func (p *partition) ended() bool { return p.ctx.Err() != nil }
-
-func (p *partition) settledBefore(offset int64) bool {
-	return p.before != nil && p.before.Contains(offset)
-}
-
-func (p *partition) end(reason string) {
-	p.reason.Store(&reason)
-	p.cancel()
-}
-
-// endReason is the reason a record of p is released unsettled.
-func (r *Relay) endReason(p *partition) string {
-	if r.deliverCtx.Err() != nil {
-		return "shutdown"
-	}
-	if reason := p.reason.Load(); reason != nil {
-		return *reason
+// endReason is the reason a record of tr is released unsettled: its
+// partition was revoked or lost, or the relay is shutting down.
+func endReason(tr *offsets.Tracker) string {
+	switch cause := context.Cause(tr.Context()); {
+	case errors.Is(cause, offsets.ErrLost):
+		return "lost"
+	case errors.Is(cause, offsets.ErrRevoked):
+		return "revoked"
 	}
 	return "shutdown"
-}
-
-type topicPartition struct {
-	topic     string
-	partition int32
-}
-
-// leases holds the current assignments, and what ended assignments had
-// settled but not committed.
-type leases struct {
-	mu      sync.Mutex
-	current map[topicPartition]*partition
-	ended   map[topicPartition]*offsets.Settled
-}
-
-func newLeases() *leases {
-	return &leases{current: map[topicPartition]*partition{}, ended: map[topicPartition]*offsets.Settled{}}
-}
-
-func (l *leases) get(topic string, p int32) *partition {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.current[topicPartition{topic, p}]
-}
-
-func (l *leases) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.current)
 }
 
 // assigned gives every newly assigned partition a fresh tracker. A partition
@@ -86,20 +30,9 @@ func (l *leases) count() int {
 func (r *Relay) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	for topic, parts := range assigned {
 		r.book.Assign(topic, parts)
-		r.parts.mu.Lock()
-		for _, p := range parts {
-			k := topicPartition{topic, p}
-			if old := r.parts.current[k]; old != nil {
-				old.end("revoked")
-			}
-			ctx, cancel := context.WithCancel(r.deliverCtx)
-			r.parts.current[k] = &partition{tr: r.book.Tracker(topic, p), ctx: ctx, cancel: cancel, before: r.parts.ended[k]}
-			delete(r.parts.ended, k)
-		}
-		r.parts.mu.Unlock()
 		r.log.Info("partitions assigned", "topic", topic, "partitions", parts)
 	}
-	r.setReady(r.parts.count() > 0)
+	r.setReady(r.book.Owned() > 0)
 }
 
 // revoked runs before the partitions move to another member: it flushes the
@@ -129,55 +62,37 @@ func (r *Relay) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][
 		cancel()
 		r.commit(ctx)
 	}
-	r.endAssignments(revoked, "revoked")
+	r.endAssignments(revoked, offsets.ErrRevoked)
 	r.log.Info("partitions revoked", "partitions", revoked)
 }
 
 // lost ends the assignments at once and commits nothing: the partitions
 // already belong to someone else, and a commit could only be wrong.
 func (r *Relay) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	// Ended first: it reads what the trackers settled before they close.
-	r.endAssignments(lost, "lost")
-	for topic, parts := range lost {
-		r.book.Lost(topic, parts)
-	}
+	r.endAssignments(lost, offsets.ErrLost)
 	if len(lost) > 0 {
 		r.log.Warn("partitions lost (the group session ended); their unsettled records will be processed again, records this member already settled are not sent twice",
 			"partitions", lost)
 	}
 }
 
-// endAssignments ends the partitions' assignments: their trackers close,
-// their requests are cancelled, their queued and batched hits are released,
-// and what they settled above their last commit is remembered in case the
-// partitions come back to this member.
-func (r *Relay) endAssignments(parts map[string][]int32, reason string) {
-	var ended []*partition
-	r.parts.mu.Lock()
+// endAssignments ends the partitions' assignments: their trackers close
+// (their Context ends, which cancels their requests and DLQ writes), their
+// batched and queued hits are released, and the book remembers what they
+// settled above their last commit in case the partitions come back.
+func (r *Relay) endAssignments(parts map[string][]int32, cause error) {
+	ended := 0
 	for topic, ps := range parts {
-		for _, p := range ps {
-			k := topicPartition{topic, p}
-			part := r.parts.current[k]
-			if part == nil {
-				continue
-			}
-			delete(r.parts.current, k)
-			if s := part.tr.Settled(); s != nil {
-				r.parts.ended[k] = s.Merge(part.before)
-			}
-			ended = append(ended, part)
-		}
+		ended += len(r.book.End(topic, ps, cause))
 	}
-	r.parts.mu.Unlock()
-	for _, part := range ended {
-		part.tr.Close()
-		part.end(reason)
-	}
-	if len(ended) > 0 && r.batcher != nil {
+	if ended > 0 && r.batcher != nil {
+		// Hits added to the batcher during a revoke's drain, and any
+		// batched hit of a lost partition, reach the queues and are
+		// purged there.
 		r.batcher.Flush()
 		r.sender.purge()
 	}
-	r.setReady(r.parts.count() > 0)
+	r.setReady(r.book.Owned() > 0)
 }
 
 // commitLoop commits every commit_interval until ctx ends.

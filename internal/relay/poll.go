@@ -39,18 +39,18 @@ func (r *Relay) poll(ctx context.Context, workers []chan []*item) {
 			r.lagMu.Lock()
 			r.hwm[p.Partition] = p.HighWatermark
 			r.lagMu.Unlock()
-			part := r.parts.get(p.Topic, p.Partition)
+			tr := r.book.Tracker(p.Topic, p.Partition)
 			shard := int(p.Partition) % len(workers)
 			for _, rec := range p.Records {
 				// A record of a partition we no longer own, or one already
 				// tracked, is not ours to process: its owner will.
-				if part == nil || !part.tr.Track(rec.Offset, rec.LeaderEpoch) {
+				if tr == nil || !tr.Track(rec.Offset, rec.LeaderEpoch) {
 					continue
 				}
 				it := r.items.Get().(*item)
-				it.rec, it.part = rec, part
+				it.rec, it.tr = rec, tr
 				r.buffered.Add(1)
-				if part.settledBefore(rec.Offset) {
+				if tr.Previously(rec.Offset) {
 					// This member settled the record in an earlier
 					// assignment of the partition that ended before its
 					// commit (lost, or a revoke whose commit failed):

@@ -112,7 +112,6 @@ type Relay struct {
 
 	cl      *kgo.Client
 	book    *offsets.Book
-	parts   *leases
 	batcher *batch.Batcher
 	sender  *sender
 	dlq     *dlq.Writer
@@ -163,8 +162,6 @@ func New(cfg Config) (*Relay, error) {
 		cfg:       cfg,
 		log:       cfg.Logger,
 		metrics:   cfg.Metrics,
-		book:      offsets.NewBook(),
-		parts:     newLeases(),
 		space:     make(chan struct{}, 1),
 		rebalance: rebalanceTimeout,
 		hwm:       make(map[int32]int64),
@@ -178,6 +175,9 @@ func New(cfg Config) (*Relay, error) {
 	r.items.New = func() any { return new(item) }
 	// Created here, not in Run, so that kill may race with Run's start.
 	r.deliverCtx, r.cancelDeliver = context.WithCancel(context.Background())
+	// Trackers' contexts end with deliverCtx: a request or DLQ write for a
+	// record ends when its partition moves or at shutdown.
+	r.book = offsets.NewBook(r.deliverCtx)
 	return r, nil
 }
 

@@ -2,9 +2,11 @@ package relay
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/atrelay/atrelay/internal/relay/offsets"
 	"github.com/atrelay/atrelay/pipeline"
 )
 
@@ -121,7 +123,7 @@ func (s *sender) purge() {
 		for _, req := range q.reqs[q.head:] {
 			live := req.Hits[:0]
 			for _, h := range req.Hits {
-				if h.Ref.(*item).part.ended() {
+				if h.Ref.(*item).tr.Context().Err() != nil {
 					dropped = append(dropped, h)
 				} else {
 					live = append(live, h)
@@ -137,7 +139,7 @@ func (s *sender) purge() {
 		q.mu.Unlock()
 		for _, h := range dropped {
 			it := h.Ref.(*item)
-			s.r.abandon(it, s.r.endReason(it.part))
+			s.r.abandon(it, endReason(it.tr))
 		}
 	}
 }
@@ -170,7 +172,7 @@ func (r *Relay) send(req pipeline.Request) {
 		if len(req.Hits) == 0 {
 			return
 		}
-		ctx, done := r.requestContext(req.Hits)
+		ctx, done := requestContext(req.Hits)
 		s := r.cfg.Sink.Send(ctx, req)
 		done()
 		switch s.Outcome {
@@ -189,25 +191,22 @@ func (r *Relay) send(req pipeline.Request) {
 			return
 		}
 		// RetryLater: the request's context ended (a partition moved, or
-		// shutdown), or the sink's retry budget ran out. liveHits sorts
-		// out the first; for the second, wait and send again.
-		if r.deliverCtx.Err() != nil {
-			continue
-		}
-		if ctx.Err() == nil && !sleep(r.deliverCtx, max(r.backoff(attempt), s.RetryAfter)) {
-			continue
+		// shutdown: liveHits releases those records next), or the sink's
+		// retry budget ran out: wait, then send what is still ours again.
+		if ctx.Err() == nil {
+			sleep(r.deliverCtx, max(r.backoff(attempt), s.RetryAfter))
 		}
 	}
 }
 
 // liveHits returns the hits whose partition this member still owns, while
-// the relay runs; it releases the others.
+// the relay runs (a tracker's Context ends with either); it releases the
+// others.
 func (r *Relay) liveHits(hits []*pipeline.Hit) []*pipeline.Hit {
 	live := hits[:0]
 	for _, h := range hits {
-		it := h.Ref.(*item)
-		if r.deliverCtx.Err() != nil || it.part.ended() {
-			r.abandon(it, r.endReason(it.part))
+		if it := h.Ref.(*item); it.tr.Context().Err() != nil {
+			r.abandon(it, endReason(it.tr))
 			continue
 		}
 		live = append(live, h)
@@ -225,22 +224,22 @@ func (r *Relay) abandonHits(hits []*pipeline.Hit, reason string) {
 // requestContext returns the context of a request: it ends when any of its
 // records' partitions is revoked or lost (its records are no longer this
 // member's to send) or at shutdown. A visitor's records share a partition,
-// so nearly every request has one and this allocates nothing.
-func (r *Relay) requestContext(hits []*pipeline.Hit) (context.Context, func()) {
-	first := hits[0].Ref.(*item).part
-	var others []*partition
+// so nearly every request has one tracker and this allocates nothing.
+func requestContext(hits []*pipeline.Hit) (context.Context, func()) {
+	first := hits[0].Ref.(*item).tr
+	var others []*offsets.Tracker
 	for _, h := range hits[1:] {
-		if p := h.Ref.(*item).part; p != first && !containsPart(others, p) {
-			others = append(others, p)
+		if tr := h.Ref.(*item).tr; tr != first && !slices.Contains(others, tr) {
+			others = append(others, tr)
 		}
 	}
 	if len(others) == 0 {
-		return first.ctx, func() {}
+		return first.Context(), func() {}
 	}
-	ctx, cancel := context.WithCancel(first.ctx)
+	ctx, cancel := context.WithCancel(first.Context())
 	stops := make([]func() bool, 0, len(others))
-	for _, p := range others {
-		stops = append(stops, context.AfterFunc(p.ctx, cancel))
+	for _, tr := range others {
+		stops = append(stops, context.AfterFunc(tr.Context(), cancel))
 	}
 	return ctx, func() {
 		for _, stop := range stops {
@@ -248,13 +247,4 @@ func (r *Relay) requestContext(hits []*pipeline.Hit) (context.Context, func()) {
 		}
 		cancel()
 	}
-}
-
-func containsPart(parts []*partition, p *partition) bool {
-	for _, q := range parts {
-		if q == p {
-			return true
-		}
-	}
-	return false
 }

@@ -26,12 +26,12 @@ func (r *Relay) deadLetter(it *item, stage string, s pipeline.Settlement) {
 	f := dlq.Failure{Stage: stage, Reason: s.Reason, Err: s.Err, HTTPStatus: s.Status}
 	// The write ends with the partition's assignment: a revoked or lost
 	// partition's next owner dead-letters the record itself.
-	r.dlq.Write(it.part.ctx, it.rec, f, func(err error) {
+	r.dlq.Write(it.tr.Context(), it.rec, f, func(err error) {
 		defer r.inflight.Done()
 		if err != nil {
 			// Only the end of the assignment (or shutdown) ends the
 			// writer's retries.
-			r.abandon(it, r.endReason(it.part))
+			r.abandon(it, endReason(it.tr))
 			return
 		}
 		r.log.Warn("record sent to the dead-letter topic", "stage", stage, "reason", s.Reason,
@@ -52,7 +52,7 @@ func (r *Relay) settle(it *item, s pipeline.Settlement) {
 		}
 		it.span.End()
 	}
-	it.part.tr.Settle(it.rec.Offset)
+	it.tr.Settle(it.rec.Offset)
 	r.metrics.Settled(r.deliverCtx, outcome, s.Reason, 1)
 	r.release(it)
 }
@@ -70,7 +70,7 @@ func (r *Relay) abandon(it *item, reason string) {
 }
 
 func (r *Relay) release(it *item) {
-	it.rec, it.part, it.created, it.span = nil, nil, time.Time{}, nil
+	it.rec, it.tr, it.created, it.span = nil, nil, time.Time{}, nil
 	it.hit.Reset()
 	r.items.Put(it)
 	r.buffered.Add(-1)

@@ -9,16 +9,17 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/atrelay/atrelay/codec"
+	"github.com/atrelay/atrelay/internal/relay/offsets"
 	"github.com/atrelay/atrelay/pipeline"
 )
 
-// item is one record on its way: the record, its partition's assignment,
-// and the hit built from it. Items are pooled; an item belongs to exactly
+// item is one record on its way: the record, its tracker (one partition,
+// one assignment), and the hit built from it. Items are pooled; an item belongs to exactly
 // one goroutine at a time and is released once its record is settled or
 // abandoned.
 type item struct {
 	rec     *kgo.Record
-	part    *partition
+	tr      *offsets.Tracker
 	created time.Time  // the event's creation, for the delivery latency
 	span    trace.Span // the process span, when tracing
 	hit     pipeline.Hit
@@ -56,10 +57,13 @@ func (r *Relay) startWorkers() ([]chan []*item, *sync.WaitGroup) {
 // record keeps only its record and body, which is what bounds memory at
 // max_buffered_events records.
 func (r *Relay) process(it *item, sc *scratch) {
-	ctx := r.deliverCtx
+	// The record's work ends with its assignment: a decode retry (registry
+	// down) of a revoked partition must not hold the worker, and the
+	// partitions sharing it, until shutdown.
+	ctx := it.tr.Context()
 	if r.cfg.Tracer != nil {
 		_, it.span = r.cfg.Tracer.WithProcessSpan(it.rec)
-		// Stages see the span; cancellation still follows deliverCtx.
+		// Stages see the span; cancellation still follows the assignment.
 		ctx = trace.ContextWithSpan(ctx, it.span)
 	}
 	r.metrics.Consumed(ctx, it.rec.Topic, it.rec.Partition)
@@ -79,7 +83,7 @@ func (r *Relay) process(it *item, sc *scratch) {
 		// The registry is down: the partition waits, nothing is dead-lettered.
 		r.decodeLog.Failed(err, "partition", it.rec.Partition, "offset", it.rec.Offset, "attempt", attempt)
 		if !sleep(ctx, r.backoff(attempt)) {
-			r.abandon(it, "shutdown")
+			r.abandon(it, endReason(it.tr))
 			return
 		}
 	}

@@ -6,11 +6,28 @@
 // mark, so an acknowledgement that arrives late can never commit for a
 // partition this member no longer owns. Nothing else in atrelay computes an
 // offset to commit.
+//
+// A tracker's Context ends when the tracker closes, with the cause
+// (ErrRevoked, ErrLost): work done for the assignment's records (HTTP
+// requests, DLQ writes) runs under it and stops when the partition moves.
+// What an assignment settled without committing is remembered by the Book
+// and handed to the partition's next tracker on this member (Previously), so
+// records already delivered are not sent twice.
 package offsets
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
+)
+
+// Why a tracker closed, as context.Cause of its Context. Both wrap
+// ErrClosed.
+var (
+	ErrClosed  = errors.New("offsets: assignment ended")
+	ErrRevoked = fmt.Errorf("%w: partition revoked", ErrClosed)
+	ErrLost    = fmt.Errorf("%w: partition lost", ErrClosed)
 )
 
 // Offset is a committable position: At is the next offset to read (Kafka's
@@ -32,12 +49,17 @@ type Tracker struct {
 	ring      []slot // offsets tracked and not yet popped, in fetch order
 	head, n   int    // ring[head] is the oldest; n slots are used
 	unsettled int
+	first     int64 // the first tracked offset; -1 before
 	next      int64 // offset after the last tracked record; -1 before
 	epoch     int32 // leader epoch of the last record popped as settled; -1 before
 	committed int64 // what MarkCommitted last recorded; -1 before
 	revoking  bool  // refuses Track, still accepts Settle
 	closed    bool  // refuses everything
 	drained   chan struct{}
+
+	ctx    context.Context // ends at Close, or with the book's context
+	cancel context.CancelCauseFunc
+	before *Settled // what earlier assignments settled; set before use, read-only
 }
 
 type slot struct {
@@ -48,8 +70,22 @@ type slot struct {
 
 // NewTracker returns a tracker for one partition with nothing tracked.
 func NewTracker(topic string, partition int32) *Tracker {
-	return &Tracker{topic: topic, partition: partition, ring: make([]slot, 64), next: -1, epoch: -1, committed: -1}
+	return newTracker(context.Background(), topic, partition, nil)
 }
+
+func newTracker(parent context.Context, topic string, partition int32, before *Settled) *Tracker {
+	ctx, cancel := context.WithCancelCause(parent)
+	return &Tracker{topic: topic, partition: partition, ring: make([]slot, 64), first: -1, next: -1, epoch: -1, committed: -1,
+		ctx: ctx, cancel: cancel, before: before}
+}
+
+// Context ends when the tracker closes; context.Cause then says why
+// (ErrRevoked, ErrLost, ErrClosed, or the book's context's cause).
+func (t *Tracker) Context() context.Context { return t.ctx }
+
+// Previously reports whether an earlier assignment of this partition, on
+// this member, settled offset without committing it.
+func (t *Tracker) Previously(offset int64) bool { return t.before.Contains(offset) }
 
 // Topic returns the tracker's topic.
 func (t *Tracker) Topic() string { return t.topic }
@@ -69,6 +105,9 @@ func (t *Tracker) Track(offset int64, epoch int32) bool {
 	}
 	if t.n == len(t.ring) {
 		t.grow()
+	}
+	if t.first < 0 {
+		t.first = offset
 	}
 	t.ring[(t.head+t.n)%len(t.ring)] = slot{offset: offset, epoch: epoch}
 	t.n++
@@ -200,14 +239,17 @@ func (t *Tracker) Revoke() {
 
 // Close makes the tracker refuse everything from now on: Track and Settle
 // return false and Committable reports nothing. Closing is final.
-func (t *Tracker) Close() {
+func (t *Tracker) Close() { t.close(ErrClosed) }
+
+func (t *Tracker) close(cause error) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.revoking, t.closed = true, true
 	if t.drained != nil {
 		close(t.drained)
 		t.drained = nil
 	}
+	t.mu.Unlock()
+	t.cancel(cause)
 }
 
 // Closed reports whether Close was called.
@@ -222,28 +264,74 @@ type key struct {
 	partition int32
 }
 
-// Book holds the trackers of the current assignment. It is safe for
-// concurrent use.
+// Book holds the trackers of the current assignment, and what ended
+// assignments settled without committing. It is safe for concurrent use.
 type Book struct {
+	ctx      context.Context
 	mu       sync.Mutex
 	trackers map[key]*Tracker
+	settled  map[key]*Settled // of ended assignments, until reassigned
 }
 
-// NewBook returns an empty book.
-func NewBook() *Book { return &Book{trackers: make(map[key]*Tracker)} }
+// NewBook returns an empty book. Every tracker's Context ends with ctx.
+func NewBook(ctx context.Context) *Book {
+	return &Book{ctx: ctx, trackers: make(map[key]*Tracker), settled: make(map[key]*Settled)}
+}
 
 // Assign gives each partition a new tracker, closing any tracker it had: a
 // partition assigned again never reuses the previous assignment's tracker.
+// The new tracker knows what the partition's ended assignments settled
+// without committing (Previously).
 func (b *Book) Assign(topic string, partitions []int32) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, p := range partitions {
 		k := key{topic, p}
 		if old := b.trackers[k]; old != nil {
-			old.Close()
+			b.endLocked(k, old, ErrRevoked)
 		}
-		b.trackers[k] = NewTracker(topic, p)
+		b.trackers[k] = newTracker(b.ctx, topic, p, b.settled[k])
+		delete(b.settled, k)
 	}
+}
+
+// End closes the partitions' trackers with cause (ErrRevoked after a
+// revoke's drain and commit, ErrLost) and removes them, remembering what
+// each settled without committing. It returns the trackers it closed.
+func (b *Book) End(topic string, partitions []int32, cause error) []*Tracker {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []*Tracker
+	for _, p := range partitions {
+		k := key{topic, p}
+		if t := b.trackers[k]; t != nil {
+			b.endLocked(k, t, cause)
+			delete(b.trackers, k)
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (b *Book) endLocked(k key, t *Tracker, cause error) {
+	if s := t.Settled(); s != nil || t.before != nil {
+		b.settled[k] = s.Merge(t.before)
+	}
+	t.close(cause)
+}
+
+// Owned returns how many partitions the book holds live trackers for
+// (neither revoking nor closed).
+func (b *Book) Owned() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, t := range b.trackers {
+		if t.live() {
+			n++
+		}
+	}
+	return n
 }
 
 // Revoke removes the partitions from the book and returns their trackers,
@@ -265,18 +353,10 @@ func (b *Book) Revoke(topic string, partitions []int32) []*Tracker {
 	return out
 }
 
-// Lost closes the partitions' trackers at once and removes them: nothing is
-// committed for a lost partition.
-func (b *Book) Lost(topic string, partitions []int32) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, p := range partitions {
-		k := key{topic, p}
-		if t := b.trackers[k]; t != nil {
-			t.Close()
-			delete(b.trackers, k)
-		}
-	}
+// Lost closes the partitions' trackers at once (cause ErrLost) and removes
+// them: nothing is committed for a lost partition.
+func (b *Book) Lost(topic string, partitions []int32) []*Tracker {
+	return b.End(topic, partitions, ErrLost)
 }
 
 // Tracker returns the live tracker of a partition, or nil when the partition

@@ -409,7 +409,7 @@ func TestCommittedEpoch(t *testing.T) {
 // not revoking; Book.Committable skipping revoking trackers (the revoke's
 // commit would lose the drained records); Assign reusing the old tracker.
 func TestBookReassignGetsNewTracker(t *testing.T) {
-	b := NewBook()
+	b := NewBook(context.Background())
 	b.Assign("t", []int32{0, 1})
 	old := b.Tracker("t", 0)
 	if old == nil || old.Topic() != "t" || old.Partition() != 0 {
@@ -465,7 +465,7 @@ func TestBookReassignGetsNewTracker(t *testing.T) {
 }
 
 func TestBookLostCommitsNothing(t *testing.T) {
-	b := NewBook()
+	b := NewBook(context.Background())
 	b.Assign("t", []int32{3})
 	tr := b.Tracker("t", 3)
 	tr.Track(1, 0)
@@ -483,7 +483,7 @@ func TestBookLostCommitsNothing(t *testing.T) {
 }
 
 func TestBookCommittableAndMark(t *testing.T) {
-	b := NewBook()
+	b := NewBook(context.Background())
 	b.Assign("a", []int32{0, 1})
 	b.Assign("b", []int32{0})
 	for _, k := range []struct {
@@ -668,4 +668,61 @@ func ExampleTracker() {
 	// Output:
 	// commit 11 pending 1
 	// late ack accepted: false
+}
+
+// TestBookEndCarriesSettledAndCause follows one partition through a loss
+// and a reassignment on the same member: the lost tracker's Context ends
+// with ErrLost, and the next tracker knows exactly the offsets the lost one
+// settled above its commit — not the ones before its first record, not the
+// unsettled ones.
+// Mutations caught: End not remembering Settled (Previously false
+// everywhere); Settled starting at 0 instead of the first tracked offset
+// (Previously(5) true); close without a cause (Cause is context.Canceled).
+func TestBookEndCarriesSettledAndCause(t *testing.T) {
+	b := NewBook(context.Background())
+	b.Assign("t", []int32{0})
+	tr := b.Tracker("t", 0)
+	for off := int64(10); off < 15; off++ {
+		tr.Track(off, 1)
+	}
+	tr.Settle(10)
+	tr.Settle(11)
+	tr.Settle(13) // 12 and 14 stay unsettled; nothing committed
+	if got := b.Lost("t", []int32{0}); len(got) != 1 || got[0] != tr {
+		t.Fatalf("Lost returned %v", got)
+	}
+	if !errors.Is(context.Cause(tr.Context()), ErrLost) || !errors.Is(context.Cause(tr.Context()), ErrClosed) {
+		t.Fatalf("cause %v, want ErrLost", context.Cause(tr.Context()))
+	}
+	b.Assign("t", []int32{0})
+	next := b.Tracker("t", 0)
+	for off, want := range map[int64]bool{5: false, 9: false, 10: true, 11: true, 12: false, 13: true, 14: false, 15: false} {
+		if got := next.Previously(off); got != want {
+			t.Errorf("Previously(%d) = %v, want %v", off, got, want)
+		}
+	}
+	if next.Context().Err() != nil || b.Owned() != 1 {
+		t.Fatal("the new assignment's tracker is not live")
+	}
+	// A second assignment of the partition forgets the memory: it was
+	// handed over once.
+	b.End("t", []int32{0}, ErrRevoked)
+	if !errors.Is(context.Cause(next.Context()), ErrRevoked) || b.Owned() != 0 {
+		t.Fatalf("cause %v, owned %d", context.Cause(next.Context()), b.Owned())
+	}
+}
+
+// TestTrackerContextEndsWithBook: a tracker's Context ends with the book's
+// (shutdown), so requests of every partition stop.
+// Mutation caught: newTracker deriving from context.Background().
+func TestTrackerContextEndsWithBook(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	b := NewBook(ctx)
+	b.Assign("t", []int32{0, 1})
+	cancel()
+	for _, p := range []int32{0, 1} {
+		if err := b.Tracker("t", p).Context().Err(); !errors.Is(err, context.Canceled) {
+			t.Fatalf("partition %d: Context().Err() = %v after the book's context ended", p, err)
+		}
+	}
 }

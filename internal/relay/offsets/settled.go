@@ -52,10 +52,9 @@ func (t *Tracker) Settled() *Settled {
 	if t.closed || t.next < 0 {
 		return nil
 	}
-	s := &Settled{from: t.committed, below: t.next}
-	if t.committed < 0 {
-		s.from = 0
-	}
+	// Only what this assignment tracked can be known settled: nothing
+	// below its first record, nor below what it committed.
+	s := &Settled{from: max(t.committed, t.first), below: t.next}
 	if t.n > 0 {
 		s.below = t.ring[t.head].offset
 	}
