@@ -2,8 +2,10 @@ package atinternet_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,11 +13,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/atrelay/atrelay/internal/testtls"
 	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/sinks/atinternet"
 )
@@ -353,4 +357,82 @@ func BenchmarkSendLocal(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+}
+
+// TestTransportFailuresAreRetried: failures without a response that
+// retryablehttp's default policy gives up on — a redirect loop ("stopped
+// after 10 redirects"), a certificate that fails verification — are retried
+// like any transient failure, counted with their reason, until the
+// collector answers.
+// Mutation caught: checkRetry deferring to retryablehttp.DefaultRetryPolicy
+// for transport errors (Send returns RetryLater after one attempt).
+func TestTransportFailuresAreRetried(t *testing.T) {
+	tests := []struct {
+		reason string
+		start  func(t *testing.T, failing func() bool) (url string, tr http.RoundTripper)
+	}{
+		{"redirects", func(t *testing.T, failing func() bool) (string, http.RoundTripper) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if failing() {
+					http.Redirect(w, r, r.URL.String(), http.StatusTemporaryRedirect)
+					return
+				}
+				w.WriteHeader(http.StatusNoContent)
+			}))
+			t.Cleanup(srv.Close)
+			return srv.URL, nil
+		}},
+		{"tls", func(t *testing.T, failing func() bool) (string, http.RoundTripper) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+			srv.StartTLS()
+			t.Cleanup(srv.Close)
+			good, bad := srv.TLS.Certificates[0], testtls.Untrusted(t)
+			srv.TLS.Certificates = nil
+			srv.TLS.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+				if failing() {
+					return bad, nil
+				}
+				return &good, nil
+			}
+			tr := srv.Client().Transport.(*http.Transport)
+			t.Cleanup(tr.CloseIdleConnections)
+			return srv.URL, tr
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.reason, func(t *testing.T) {
+			var seen atomic.Int32
+			url, tr := tt.start(t, func() bool { return seen.Load() < 3 })
+			c := client(t, atinternet.Config{Transport: tr, OnRetry: func(_ *pipeline.Site, reason string) {
+				if reason == tt.reason {
+					seen.Add(1)
+				}
+			}})
+			st := c.Send(context.Background(), request(&pipeline.Site{ID: 1, Endpoint: url + "/event"}, "v", 1))
+			if st.Outcome != pipeline.Delivered || seen.Load() < 3 {
+				t.Fatalf("%+v after %d %s failures, want delivered after 3", st, seen.Load(), tt.reason)
+			}
+		})
+	}
+}
+
+// TestErrorReason labels failures without a response.
+func TestErrorReason(t *testing.T) {
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, "connection_refused"},
+		{&net.DNSError{Err: "no such host", Name: "x", IsNotFound: true}, "dns"},
+		{fmt.Errorf("read: %w", syscall.ECONNRESET), "reset"},
+		{context.DeadlineExceeded, "timeout"},
+		{&tls.CertificateVerificationError{Err: errors.New("x509: unknown authority")}, "tls"},
+		{errors.New(`Post "http://h/x": stopped after 10 redirects`), "redirects"},
+		{errors.New("something else"), "connection"},
+	}
+	for _, tt := range tests {
+		if got := atinternet.ErrorReason(tt.err); got != tt.want {
+			t.Errorf("ErrorReason(%v) = %q, want %q", tt.err, got, tt.want)
+		}
+	}
 }
