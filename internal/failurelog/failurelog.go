@@ -1,85 +1,108 @@
 // Package failurelog turns a run of repeated failures into a few log lines:
-// the first failure at once, then at most one summary per interval while the
+// the first failure at once, then at most one summary per period while
 // failures go on, then one line when an attempt succeeds again. An outage
-// that lasts an hour writes a few dozen lines, not one per attempt, and its
-// start and end are still visible at once.
+// of an hour writes a few hundred lines, not one per attempt, and its start
+// and end are still visible at once. Failure lines stay at least a period
+// apart whatever the pattern, so attempts that fail and succeed by turns
+// (one broker of three down) do not flood the log either: a failure too
+// soon after the last line is counted in the next one.
 package failurelog
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 )
 
 // Log follows one kind of operation (commits, DLQ writes, one site's
-// requests). It is safe for concurrent use; the zero value is not usable,
-// build it with New.
+// requests). Bind what identifies it to the logger (slog.Logger.With), so
+// that Succeeded, called on every success, costs a lock and no allocation.
+// It is safe for concurrent use; build it with New.
 type Log struct {
-	log   *slog.Logger
-	what  string
-	level slog.Level
-	every time.Duration
+	log    *slog.Logger
+	what   string
+	level  slog.Level
+	period time.Duration
 
+	// mu is held while a line is written, so lines come out in the order
+	// of the events they report.
 	mu       sync.Mutex
-	failing  bool
-	since    time.Time // first failure of the current run
-	failures int       // in the current run
-	pending  int       // since the last line written
-	lastLine time.Time
+	failing  bool      // a failure line was written and nothing succeeded since
+	lastLine time.Time // when the last failure line was written
+	n        int       // failures in no line yet
+	lastErr  error     // the last of those
 }
 
-// New returns a Log writing "<what> failed", "<what> still failing" and
-// "<what> recovered" lines at level (recovery at Info), with at most one
-// summary per every.
-func New(log *slog.Logger, what string, level slog.Level, every time.Duration) *Log {
-	return &Log{log: log, what: what, level: level, every: every}
+// New returns a Log writing "<what> failed", "<what>: N failures in the last
+// <d>" (at level) and "<what> recovered" (at Info), with failure lines at
+// least period apart.
+func New(log *slog.Logger, what string, level slog.Level, period time.Duration) *Log {
+	return &Log{log: log, what: what, level: level, period: period}
 }
 
-// Failed records one failure. attrs are added to the line, if one is
-// written.
+func (l *Log) due(now time.Time) bool {
+	return l.lastLine.IsZero() || now.Sub(l.lastLine) >= l.period
+}
+
+// Failed records one failure; attrs describe it, for the first line.
 func (l *Log) Failed(err error, attrs ...any) {
 	now := time.Now()
 	l.mu.Lock()
-	l.failures++
-	l.pending++
-	first := !l.failing
-	if first {
-		l.failing, l.since = true, now
-	}
-	write := first || now.Sub(l.lastLine) >= l.every
-	n, since, failures := l.pending, l.since, l.failures
-	if write {
-		l.pending, l.lastLine = 0, now
-	}
-	l.mu.Unlock()
-	if !write {
+	defer l.mu.Unlock()
+	l.n++
+	l.lastErr = err
+	if !l.due(now) {
 		return
 	}
-	if first {
-		l.log.Log(context.Background(), l.level, l.what+" failed", append(attrs, "error", err)...)
+	if l.failing {
+		l.summary(now)
 		return
 	}
-	l.log.Log(context.Background(), l.level, l.what+" still failing",
-		append(attrs, "failures", n, "failures_total", failures, "failing_for", time.Duration(now.Sub(since)).Round(time.Millisecond).String(), "last_error", err)...)
+	l.failing = true
+	l.log.Log(context.Background(), l.level, l.what+" failed", append(attrs, "failures", l.n, "error", err)...)
+	l.n, l.lastLine = 0, now
 }
 
-// Succeeded ends a run of failures, if one is going on, with one line.
-func (l *Log) Succeeded(attrs ...any) {
+// Succeeded records one success, ending a run of failures with one line.
+func (l *Log) Succeeded() {
+	now := time.Now()
 	l.mu.Lock()
-	if !l.failing {
-		l.mu.Unlock()
+	defer l.mu.Unlock()
+	if l.failing {
+		// The failures since the last line end in this one.
+		l.log.Info(l.what+" recovered", "failures", l.n)
+		l.failing, l.n = false, 0
 		return
 	}
-	failures, since := l.failures, l.since
-	l.failing, l.failures, l.pending, l.lastLine = false, 0, 0, time.Time{}
-	l.mu.Unlock()
-	l.log.Info(l.what+" recovered", append(attrs, "failures", failures, "failed_for", time.Since(since).Round(time.Millisecond).String())...)
+	// Failures too soon after the last line, and no line since.
+	if l.n > 0 && l.due(now) {
+		l.summary(now)
+	}
 }
 
-// Failing reports whether the last attempt failed.
+// Flush writes the failures in no line yet, if any (at Close, so that they
+// are not lost).
+func (l *Log) Flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.n > 0 {
+		l.summary(time.Now())
+	}
+}
+
+// Failing reports whether a run of failures is going on.
 func (l *Log) Failing() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.failing
+}
+
+// summary writes the failures in no line yet; l.mu is held and l.n > 0,
+// which implies an earlier line.
+func (l *Log) summary(now time.Time) {
+	since := now.Sub(l.lastLine).Round(time.Second)
+	l.log.Log(context.Background(), l.level, fmt.Sprintf("%s: %d failures in the last %s", l.what, l.n, since), "failures", l.n, "last_error", l.lastErr)
+	l.n, l.lastLine = 0, now
 }

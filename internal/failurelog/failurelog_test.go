@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -12,39 +14,102 @@ import (
 	"github.com/atrelay/atrelay/internal/failurelog"
 )
 
-// TestSummarises: 1,000 failures over 100 s make one first line, one summary
-// per 30 s, and one recovery line.
-// Mutation caught: writing a line on every failure (write := true) gives
-// 1,000 "failed"/"still failing" lines; never writing summaries (write :=
-// first) gives 0.
-func TestSummarises(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var buf bytes.Buffer
-		l := failurelog.New(slog.New(slog.NewTextHandler(&buf, nil)), "commit", slog.LevelWarn, 30*time.Second)
-		l.Succeeded() // nothing to recover from: no line
-		for range 1000 {
-			l.Failed(errors.New("broker down"), "partition", 3)
-			time.Sleep(100 * time.Millisecond) // the fake clock of synctest
-		}
-		if !l.Failing() {
-			t.Fatal("Failing() = false during failures")
-		}
-		l.Succeeded()
-		if l.Failing() {
-			t.Fatal("Failing() = true after recovery")
-		}
-		out := buf.String()
-		count := func(s string) int { return strings.Count(out, s) }
-		if count(`msg="commit failed"`) != 1 || count(`msg="commit still failing"`) != 3 || count(`msg="commit recovered"`) != 1 {
-			t.Fatalf("want 1 first line, 3 summaries, 1 recovery; got:\n%s", out)
-		}
-		if !strings.Contains(out, "failures=1000") || !strings.Contains(out, "level=WARN") || !strings.Contains(out, "partition=3") {
-			t.Fatalf("lines lack counts, level or attributes:\n%s", out)
-		}
-		// A new run starts with a line at once.
-		l.Failed(errors.New("again"))
-		if strings.Count(buf.String(), `msg="commit failed"`) != 2 {
-			t.Fatal("a new run of failures did not log at once")
-		}
-	})
+// TestLog drives Log on synctest's fake clock: time.Sleep inside
+// the bubble advances that clock at once, so 100 s of failures take no real
+// time and the line counts are exact.
+//
+// Mutations caught (each tried once): a line on every failure (drop the due
+// check in Failed: 1,000 lines in "steady"); never a summary (return instead
+// of l.summary: 0 summaries); resetting lastLine on recovery, as a plain
+// first/summary/recovery scheme would (100 ERROR lines in "flapping");
+// a recovery line that does not carry the pending count, or a flush that
+// forgets it (the failure totals differ).
+func TestLog(t *testing.T) {
+	boom := errors.New("broker down")
+	tests := []struct {
+		name string
+		run  func(l *failurelog.Log)
+
+		first, summaries, recoveries int
+		failed                       int    // failures reported, summed over every line
+		line                         string // a line that must appear
+	}{
+		{
+			name: "no failures, no lines",
+			run: func(l *failurelog.Log) {
+				for range 10 {
+					l.Succeeded()
+					time.Sleep(time.Second)
+				}
+			},
+		},
+		{
+			name: "steady failures: first line, one summary per 30 s, recovery",
+			run: func(l *failurelog.Log) {
+				for range 1000 {
+					l.Failed(boom, "partition", 3)
+					time.Sleep(100 * time.Millisecond)
+				}
+				l.Succeeded()
+				l.Succeeded() // a second success writes nothing
+			},
+			first: 1, summaries: 3, recoveries: 1, failed: 1000,
+			line: `level=ERROR msg="dlq write: 300 failures in the last 30s" failures=300 last_error="broker down"`,
+		},
+		{
+			name: "flapping: ERROR lines stay 30 s apart",
+			run: func(l *failurelog.Log) {
+				for range 100 {
+					l.Failed(boom)
+					l.Succeeded()
+					time.Sleep(time.Second)
+				}
+				l.Flush()
+			},
+			// t=0, 30, 60, 90 s; the 9 failures after 90 s come out in flush.
+			first: 4, summaries: 1, recoveries: 4, failed: 100,
+			line: `level=ERROR msg="dlq write failed" failures=30 error="broker down"`,
+		},
+		{
+			name: "flush reports what no line has",
+			run: func(l *failurelog.Log) {
+				l.Failed(boom)
+				l.Failed(boom)
+				time.Sleep(time.Second)
+				l.Flush()
+				l.Flush() // nothing left
+			},
+			first: 1, summaries: 1, failed: 2,
+			line: `level=ERROR msg="dlq write: 1 failures in the last 1s" failures=1`,
+		},
+	}
+	failedAttr := regexp.MustCompile(`failures=(\d+)`)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var buf bytes.Buffer
+				tt.run(failurelog.New(slog.New(slog.NewTextHandler(&buf, nil)), "dlq write", slog.LevelError, 30*time.Second))
+				out := buf.String()
+				first := strings.Count(out, `level=ERROR msg="dlq write failed"`)
+				summaries := strings.Count(out, "failures in the last")
+				recoveries := strings.Count(out, `level=INFO msg="dlq write recovered"`)
+				lines := strings.Count(out, "\n")
+				if first != tt.first || summaries != tt.summaries || recoveries != tt.recoveries || lines != first+summaries+recoveries {
+					t.Errorf("%d first lines, %d summaries, %d recoveries, %d lines; want %d, %d, %d and no other:\n%s",
+						first, summaries, recoveries, lines, tt.first, tt.summaries, tt.recoveries, out)
+				}
+				failed := 0
+				for _, m := range failedAttr.FindAllStringSubmatch(out, -1) {
+					n, _ := strconv.Atoi(m[1])
+					failed += n
+				}
+				if failed != tt.failed {
+					t.Errorf("lines report %d failures, want %d:\n%s", failed, tt.failed, out)
+				}
+				if !strings.Contains(out, tt.line) {
+					t.Errorf("no line with %q:\n%s", tt.line, out)
+				}
+			})
+		})
+	}
 }

@@ -167,7 +167,7 @@ func New(cfg Config) (*Relay, error) {
 		hwm:       make(map[int32]int64),
 		done:      make(map[int32]int64),
 		commitLog: failurelog.New(cfg.Logger, "offset commit", slog.LevelWarn, summaryEvery),
-		decodeLog: failurelog.New(cfg.Logger, "decode (transient; the partition waits)", slog.LevelWarn, summaryEvery),
+		decodeLog: failurelog.New(cfg.Logger, "schema registry lookup (the partition waits)", slog.LevelWarn, summaryEvery),
 	}
 	if r.metrics == nil {
 		r.metrics = nopMetrics{}

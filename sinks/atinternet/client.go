@@ -294,7 +294,7 @@ func (c *Client) Send(ctx context.Context, req pipeline.Request) (s pipeline.Set
 		return pipeline.Settlement{Outcome: pipeline.RetryLater, Reason: reason, Status: status, Err: fmt.Errorf("collect server %s: %w", req.Site.Endpoint, err)}
 	}
 	defer drain(resp.Body)
-	c.failureLog(req.Site).Succeeded("integration", req.Site.Integration, "endpoint", req.Site.Endpoint)
+	c.failureLog(req.Site).Succeeded()
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		return pipeline.Settlement{Outcome: pipeline.Delivered, Status: resp.StatusCode}
@@ -351,7 +351,7 @@ func endSpan(span trace.Span, s pipeline.Settlement) {
 // retrying counts a failed attempt and logs it: the first failure of a
 // run at once, then a summary every 30 s, then the recovery.
 func (c *Client) retrying(site *pipeline.Site, reason string, err error, attempt int) {
-	c.failureLog(site).Failed(err, "integration", site.Integration, "site", site.ID, "endpoint", site.Endpoint, "reason", reason, "attempt", attempt)
+	c.failureLog(site).Failed(err, "reason", reason, "attempt", attempt)
 	if c.cfg.OnRetry != nil {
 		c.cfg.OnRetry(site, reason)
 	}
@@ -362,7 +362,8 @@ func (c *Client) failureLog(site *pipeline.Site) *failurelog.Log {
 	defer c.mu.Unlock()
 	l := c.failures[site]
 	if l == nil {
-		l = failurelog.New(c.cfg.Logger, "collect request", slog.LevelWarn, 30*time.Second)
+		l = failurelog.New(c.cfg.Logger.With("integration", site.Integration, "site", site.ID, "endpoint", site.Endpoint),
+			"collect request", slog.LevelWarn, 30*time.Second)
 		c.failures[site] = l
 	}
 	return l

@@ -15,6 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/atrelay/atrelay/internal/failurelog"
 )
 
 // Header names added to a dead-lettered record.
@@ -115,7 +117,7 @@ type Writer struct {
 	topic        string
 	limit        atomic.Int32 // the largest record batch the topic accepts
 	log          *slog.Logger
-	failures     *writeLog
+	failures     *failurelog.Log
 	onWriteError func(reason string)
 
 	mu      sync.Mutex
@@ -140,7 +142,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	w := &Writer{topic: cfg.Topic, log: log, failures: newWriteLog(log, logPeriod), onWriteError: cfg.OnWriteError}
+	w := &Writer{topic: cfg.Topic, log: log, failures: failurelog.New(log.With("topic", cfg.Topic), "dlq write", slog.LevelError, logPeriod), onWriteError: cfg.OnWriteError}
 	w.closing, w.close = context.WithCancel(context.Background())
 	w.limit.Store(defaultLimit)
 	opts := append(slices.Clip(cfg.ClientOpts),
@@ -229,7 +231,7 @@ func (w *Writer) Close() {
 	w.mu.Unlock()
 	w.close()
 	w.writes.Wait()
-	w.failures.flush()
+	w.failures.Flush()
 	w.cl.Close()
 }
 
@@ -375,7 +377,7 @@ func (w *Writer) write(ctx context.Context, rec *kgo.Record, f Failure, at time.
 		err := w.cl.ProduceSync(actx, w.record(rec, f, at, s)).FirstErr()
 		cancel()
 		if err == nil {
-			w.failures.succeeded()
+			w.failures.Succeeded()
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -385,7 +387,7 @@ func (w *Writer) write(ctx context.Context, rec *kgo.Record, f Failure, at time.
 		if w.onWriteError != nil {
 			w.onWriteError(reason)
 		}
-		w.failures.failed(err, "topic", w.topic, "source_topic", rec.Topic, "partition", rec.Partition,
+		w.failures.Failed(err, "source_topic", rec.Topic, "partition", rec.Partition,
 			"offset", rec.Offset, "reason", reason)
 		if reason == ReasonTooLarge && s < keyless {
 			// The topic's limit is below the one read in Open: keep less

@@ -265,7 +265,7 @@ func TestMissingTopicThenCreated(t *testing.T) {
 	if !strings.Contains(lines, "max_message_bytes=1048588 from=broker") {
 		t.Errorf("Open did not take the broker's limit:\n%s", lines)
 	}
-	if n := strings.Count(lines, `msg="dlq: write failed"`); n != 1 {
+	if n := strings.Count(lines, `msg="dlq write failed"`); n != 1 {
 		t.Fatalf("%d first-failure lines, want 1:\n%s", n, lines)
 	}
 	for _, want := range []string{"level=ERROR", "topic=" + topic, "source_topic=events", "partition=2", "offset=41", "UNKNOWN_TOPIC_OR_PARTITION"} {
@@ -280,10 +280,10 @@ func TestMissingTopicThenCreated(t *testing.T) {
 	}
 	lines = w.log.String()
 	errorLines := strings.Count(lines, "level=ERROR")
-	if first, summaries := strings.Count(lines, `msg="dlq: write failed"`), strings.Count(lines, "writes failed in the last"); first != 1 || errorLines != first+summaries {
+	if first, summaries := strings.Count(lines, `msg="dlq write failed"`), strings.Count(lines, "failures in the last"); first != 1 || errorLines != first+summaries {
 		t.Errorf("want one first-failure line and only summaries after it; got:\n%s", lines)
 	}
-	if n := strings.Count(lines, `level=INFO msg="dlq: writes succeed again"`); n != 1 {
+	if n := strings.Count(lines, `level=INFO msg="dlq write recovered"`); n != 1 {
 		t.Errorf("%d recovery lines, want 1:\n%s", n, lines)
 	}
 	if got := headers(k.ReadAll(t, topic, 1)[0]); got[dlq.HeaderOffset] != "41" {
