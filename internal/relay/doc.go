@@ -12,9 +12,12 @@
 // Concurrency: one goroutine polls and tracks records (with
 // kgo.BlockRebalanceOnPoll, so no rebalance can slip between a poll and the
 // tracking of its records); a few workers, sharded by partition so each
-// partition keeps its order, decode and run the stages; the batcher hands
-// per-site requests to the sink on their own goroutines; one goroutine
-// commits every commit_interval. The revoke callback drains, commits and
-// closes the revoked partitions' trackers, so a late acknowledgement can never
-// commit for a partition this member no longer owns.
+// partition keeps its order, decode and run the stages; the batcher queues
+// per-site requests, and delivery.concurrency goroutines per site send them
+// oldest first, so the committed offset follows delivery; one goroutine
+// commits every commit_interval. A record's work (its requests, its DLQ
+// write, a decode retry) runs under its tracker's Context, which ends when
+// the partition is revoked or lost: a member stops sending a partition's
+// records as soon as it no longer owns it, and a late acknowledgement can
+// never commit for it.
 package relay

@@ -57,10 +57,7 @@ func TestBrokerRestart(t *testing.T) {
 	}
 	broker("start")
 	got := e.finish(ctx, report)
-	dups := 0
-	for _, n := range got {
-		dups += max(n-1, 0)
-	}
+	dups := duplicates(got)
 	// In flight at the loss: per site, concurrency requests of at most 50
 	// events; two sites receive hits.
 	bound := cfg.Delivery.Concurrency * 50 * 2

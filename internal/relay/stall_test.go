@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/atrelay/atrelay/internal/app"
 	"github.com/atrelay/atrelay/internal/fixture"
 	"github.com/atrelay/atrelay/internal/sandbox"
 	"github.com/atrelay/atrelay/internal/testtls"
@@ -157,6 +158,16 @@ func (m *memberLog) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
+// watchedMember returns opts for the member under watch: its requests say
+// atrelay/member-a, and its log tells when message (its revoke or loss)
+// returned.
+func watchedMember(opts app.Options, message string) (*memberLog, app.Options) {
+	m := &memberLog{ended: map[int32]time.Time{}, signal: make(chan struct{}, 1), message: message}
+	opts.Logger = slog.New(m)
+	opts.SinkHooks = func(c *atinternet.Config) { c.UserAgent = "atrelay/member-a" }
+	return m, opts
+}
+
 // staleHits returns the events the collector recorded from member ua, of
 // partitions whose assignment had ended for it at that time.
 func (e *env) staleHits(m *memberLog, ua string, reqs []stamped) []string {
@@ -240,10 +251,7 @@ func TestRevokedPartitionsStopSending(t *testing.T) {
 	requests := e.recordRequests()
 	ctx := waitCtx(t)
 
-	first := &memberLog{ended: map[int32]time.Time{}, signal: make(chan struct{}, 1), message: "partitions revoked"}
-	a := opts
-	a.Logger = slog.New(first)
-	a.SinkHooks = func(c *atinternet.Config) { c.UserAgent = "atrelay/member-a" }
+	first, a := watchedMember(opts, "partitions revoked")
 	e.start(cfg, a)
 	if err := e.collector.WaitHits(ctx, e.wantDelivered()/10); err != nil {
 		t.Fatal(err)
@@ -280,10 +288,7 @@ func TestLostPartitionsStopSending(t *testing.T) {
 	opts, report := e.watchCommits()
 	requests := e.recordRequests()
 	ctx := waitCtx(t)
-	lost := &memberLog{ended: map[int32]time.Time{}, signal: make(chan struct{}, 1), message: "partitions lost"}
-	a := opts
-	a.Logger = slog.New(lost)
-	a.SinkHooks = func(c *atinternet.Config) { c.UserAgent = "atrelay/member-a" }
+	lost, a := watchedMember(opts, "partitions lost")
 	e.start(e.config(1000, 5*time.Second), a)
 	if err := e.collector.WaitHits(ctx, e.wantDelivered()/10); err != nil {
 		t.Fatal(err)
@@ -350,10 +355,7 @@ func TestSlowCollectorRestartBound(t *testing.T) {
 	first.stop(t)
 	e.start(cfg, opts)
 	got := e.finish(ctx, report)
-	dups := 0
-	for _, n := range got {
-		dups += max(n-1, 0)
-	}
+	dups := duplicates(got)
 	bound := cfg.Delivery.Concurrency * 50 * 2 // two sites receive hits
 	t.Logf("duplicates after SIGTERM with a slow collector: %d (in-flight bound %d)", dups, bound)
 	if dups > bound {

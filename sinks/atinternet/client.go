@@ -30,7 +30,8 @@ import (
 
 // Config shapes a Client.
 type Config struct {
-	// Concurrency bounds the requests in flight per site (default 16).
+	// Concurrency sizes the idle connection pool per host (default 16):
+	// the service sends at most this many requests per site at a time.
 	Concurrency int
 	// RequestTimeout bounds one attempt (default 10s).
 	RequestTimeout time.Duration
