@@ -9,13 +9,16 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/atrelay/atrelay/internal/app"
@@ -24,6 +27,7 @@ import (
 	"github.com/atrelay/atrelay/internal/testtls"
 	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/sinks/atinternet"
+	"github.com/atrelay/atrelay/sinks/dlq"
 )
 
 // abandoned returns how many records the service released unsettled.
@@ -360,5 +364,41 @@ func TestSlowCollectorRestartBound(t *testing.T) {
 	t.Logf("duplicates after SIGTERM with a slow collector: %d (in-flight bound %d)", dups, bound)
 	if dups > bound {
 		t.Fatalf("%d duplicates, more than the %d that can be in flight at the signal", dups, bound)
+	}
+}
+
+// TestHugeRecordIsDeadLetteredAsPointer is issue 9 (2) through the whole
+// service: a 5 MB record that cannot be decoded, in a topic that allows it,
+// while the DLQ topic keeps the default 1 MB limit: it is dead-lettered as
+// a pointer (no value, its source and size in headers), its partition
+// commits past it, and every other event is delivered.
+// Mutation caught: a DLQ writer that never shrinks a record to a pointer
+// (both size checks in dlq.write disabled): MESSAGE_TOO_LARGE forever, and
+// partition 1 never commits past the record (tried: committed 149 of 314).
+func TestHugeRecordIsDeadLetteredAsPointer(t *testing.T) {
+	e := newEnv(t, 2)
+	adm := e.kafka.Admin(t)
+	limit := "16777216"
+	if _, err := adm.AlterTopicConfigs(waitCtx(t), []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "max.message.bytes", Value: &limit}}, e.topic); err != nil {
+		t.Fatal(err)
+	}
+	e.produce(fixture.Generate(fixture.Options{Seed: 96, Events: 300}), 0)
+	huge := &kgo.Record{Topic: e.topic, Partition: 1, Key: []byte("huge"), Value: bytes.Repeat([]byte{0xff}, 5<<20),
+		Headers: []kgo.RecordHeader{{Key: "origin", Value: []byte("test")}}}
+	cl := e.kafka.Client(t, kgo.ProducerBatchMaxBytes(16<<20), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err := cl.ProduceSync(waitCtx(t), huge).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	e.produce(fixture.Generate(fixture.Options{Seed: 97, Events: 300}), 0)
+	opts, report := e.watchCommits()
+	e.start(e.config(500, 10*time.Second), opts)
+	e.finish(waitCtx(t), report)
+
+	dead := e.kafka.ReadAll(t, e.topic+".dlq", 1)
+	h := headers(dead[0])
+	if len(dead[0].Value) != 0 || string(dead[0].Key) != "huge" || h["origin"] != "test" ||
+		h[dlq.HeaderReason] != dlq.ReasonTooLarge || h[dlq.HeaderOriginalReason] == "" || h[dlq.HeaderSize] != strconv.Itoa(5<<20) ||
+		h[dlq.HeaderTopic] != e.topic || h[dlq.HeaderPartition] != "1" || h[dlq.HeaderOffset] != strconv.FormatInt(huge.Offset, 10) {
+		t.Fatalf("DLQ record is not a pointer to the huge record: %d bytes of value, key %q, headers %v", len(dead[0].Value), dead[0].Key, h)
 	}
 }
