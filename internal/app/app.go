@@ -38,9 +38,9 @@ type Options struct {
 	ClientOpts []kgo.Opt
 	// SinkHooks adjusts the collect client's config (metrics hooks).
 	SinkHooks func(*atinternet.Config)
-	// OnCommit and OnReady are passed to the relay.
-	OnCommit func(map[string]map[int32]kgo.EpochOffset)
-	OnReady  func(bool)
+	// OnReady is passed to the relay: true while the member owns at least
+	// one partition.
+	OnReady func(bool)
 	// TracerProvider, when set, traces every record (a process span whose
 	// parent comes from its traceparent header) and every collect request
 	// (a client span linked to its records' spans).
@@ -107,7 +107,6 @@ func Build(cfg *config.Config, o Options) (*Service, error) {
 		Sink:       atinternet.NewClient(sc),
 		Metrics:    o.Metrics,
 		Logger:     log,
-		OnCommit:   o.OnCommit,
 		OnReady:    o.OnReady,
 		Tracer:     tracer,
 	})

@@ -130,8 +130,8 @@ func (r *Relay) commit(ctx context.Context) {
 		}
 		offs[topic] = m
 	}
-	if r.cfg.OnCommit != nil {
-		r.cfg.OnCommit(offs)
+	if r.onCommit != nil {
+		r.onCommit(offs)
 	}
 	r.cl.CommitOffsetsSync(ctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		if err != nil {

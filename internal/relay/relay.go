@@ -73,10 +73,6 @@ type Config struct {
 	// Workers is how many goroutines decode and run the stages; 0 means
 	// GOMAXPROCS.
 	Workers int
-	// OnCommit, when set, is called with the offsets about to be committed,
-	// before the commit is sent. Tests use it to check the commit invariant;
-	// it must not block.
-	OnCommit func(map[string]map[int32]kgo.EpochOffset)
 	// OnReady, when set, is called with true when the member comes to own
 	// at least one partition, and with false when it owns none any more or
 	// starts shutting down.
@@ -137,6 +133,11 @@ type Relay struct {
 	done  map[int32]int64 // last committed offset per partition
 
 	items sync.Pool
+
+	// onCommit, set only by tests (export_test.go), sees the offsets about
+	// to be committed: on a real broker it is how they check the commit
+	// invariant on every commit.
+	onCommit func(map[string]map[int32]kgo.EpochOffset)
 }
 
 // rebalanceTimeout is kgo's default; the revoke drain stays well below it so

@@ -135,6 +135,9 @@ type env struct {
 	byEvent map[string]record
 
 	metrics *counter
+	// onCommit, when set (watchCommits on a real broker), sees every
+	// commit of every service started.
+	onCommit func(map[string]map[int32]kgo.EpochOffset)
 }
 
 func newEnv(t *testing.T, partitions int32) *env {
@@ -271,7 +274,7 @@ func (e *env) watchCommits() (opts app.Options, report func()) {
 			return nil, nil, false
 		})
 	} else {
-		opts.OnCommit = func(m map[string]map[int32]kgo.EpochOffset) {
+		e.onCommit = func(m map[string]map[int32]kgo.EpochOffset) {
 			offs := map[int32]int64{}
 			for p, o := range m[e.topic] {
 				offs[p] = o.Offset
@@ -306,6 +309,9 @@ func (e *env) start(cfg *config.Config, opts app.Options) *service {
 	svc, err := app.Build(cfg, opts)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	if e.onCommit != nil {
+		relay.OnCommit(svc.Relay, e.onCommit)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &service{svc: svc, cancel: cancel, done: make(chan error, 1)}
