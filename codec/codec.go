@@ -25,7 +25,6 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/redact"
 	"github.com/atrelay/atrelay/schemas"
 )
@@ -146,7 +145,7 @@ func New(framing Framing, reg *sr.Client, rawSchema string) (*Decoder, error) {
 // cfg.RawSchema — or, when that file does not exist but names an embedded
 // schema, the embedded copy, so the default configuration works from any
 // directory.
-func FromConfig(cfg config.Codec) (*Decoder, error) {
+func FromConfig(cfg Config) (*Decoder, error) {
 	var reg *sr.Client
 	if cfg.SchemaRegistry.URL != "" {
 		var err error
@@ -182,7 +181,7 @@ func FromConfig(cfg config.Codec) (*Decoder, error) {
 // out of it and sent as basic auth instead — unless c.Username is set, which
 // wins, as it does in net/http — so that the client, the errors it returns
 // (which quote the request URL) and its logs never hold the password.
-func RegistryClient(c config.SchemaRegistry, opts ...sr.ClientOpt) (*sr.Client, error) {
+func RegistryClient(c SchemaRegistry, opts ...sr.ClientOpt) (*sr.Client, error) {
 	u, err := url.Parse(c.URL)
 	if err != nil {
 		// url.Parse quotes the URL, and parts of it, in its error.

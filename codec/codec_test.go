@@ -20,7 +20,6 @@ import (
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/atrelay/atrelay/codec"
-	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/fixture"
 	"github.com/atrelay/atrelay/schemas"
 )
@@ -247,7 +246,7 @@ func TestRegistryErrorsHideCredentials(t *testing.T) {
 		return srv.URL
 	}
 	fromConfig := func(u string) (*codec.Decoder, error) {
-		return codec.FromConfig(config.Codec{Framing: "confluent", SchemaRegistry: config.SchemaRegistry{URL: withCreds(u)}})
+		return codec.FromConfig(codec.Config{Framing: "confluent", SchemaRegistry: codec.SchemaRegistry{URL: withCreds(u)}})
 	}
 	byCaller := func(u string) (*codec.Decoder, error) {
 		cl, err := sr.NewClient(sr.URLs(withCreds(u)))
@@ -308,14 +307,14 @@ func TestRegistryCredentialsFromURL(t *testing.T) {
 	withUser := strings.Replace(reg.URL(), "http://", "http://svc:p%40ss:w%2Frd@", 1)
 	tests := []struct {
 		name string
-		reg  config.SchemaRegistry
+		reg  codec.SchemaRegistry
 	}{
-		{"userinfo", config.SchemaRegistry{URL: withUser}},
-		{"username wins", config.SchemaRegistry{URL: strings.Replace(reg.URL(), "http://", "http://wrong:creds@", 1), Username: "svc", Password: "p@ss:w/rd"}},
+		{"userinfo", codec.SchemaRegistry{URL: withUser}},
+		{"username wins", codec.SchemaRegistry{URL: strings.Replace(reg.URL(), "http://", "http://wrong:creds@", 1), Username: "svc", Password: "p@ss:w/rd"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := codec.FromConfig(config.Codec{Framing: "confluent", SchemaRegistry: tt.reg})
+			d, err := codec.FromConfig(codec.Config{Framing: "confluent", SchemaRegistry: tt.reg})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,11 +1,12 @@
 // Package pipeline turns decoded Purchasely events into Piano Analytics hits:
-// the Stage contract, the Hit that flows through it, and the filter, rename
-// and enrich stages built from the configured integrations.
+// the Hit, the routing (Integrations.Route) and mapping (Route.Map) compiled
+// from the configured integrations, and the Stage contract for custom steps
+// run after mapping, all put together by Chain.
 //
 // One event's path through atrelay, by package:
 //
 //	codec            record value -> codec.Event
-//	pipeline         filter -> rename -> enrich (this package)
+//	pipeline         Route -> Map -> custom stages (this package)
 //	sinks/atinternet encode; one HTTP request per visitor
 //	pipeline/batch   per-site batches, split per visitor
 //	sinks/dlq        what cannot be decoded or delivered

@@ -4,36 +4,44 @@ import (
 	"context"
 	"errors"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/atrelay/atrelay/codec"
 )
 
 // Hit is one event on its way to Piano: the decoded Purchasely event and what
-// the stages decided about it. A Hit is owned by one goroutine at a time: the
-// stage running it, then the batcher, then the sink, then whoever settles it.
+// Map and the stages made of it. A Hit is owned by one goroutine at a time:
+// the worker mapping it, then the batcher, then the sink, then whoever
+// settles it.
 type Hit struct {
-	// Event is the decoded input. Stages read it and never modify it.
+	// Event is the decoded input. Map and the stages read it and never
+	// modify it.
 	Event *codec.Event
-	// Ref is the caller's handle on the record the event came from (its
-	// partition and offset, for settlement); stages and sinks never read it.
-	Ref any
+	// Origin is where the hit comes from (the service's record); sinks use
+	// it only to link their spans to the record's. nil when the hit has no
+	// origin (a test, send-test).
+	Origin Origin
 
-	// Site is the Piano site the event goes to; set by the filter stage.
+	// Site is the Piano site the event goes to; set by Map.
 	Site *Site
-	// Name is the Piano event name; set by the rename stage.
+	// Name is the Piano event name; set by Map.
 	Name string
-	// IDClient is the Piano visitor id (the request's idclient); set by enrich.
+	// IDClient is the Piano visitor id (the request's idclient); set by Map.
 	IDClient string
-	// Props are the event's properties in the order they are sent; set by enrich.
+	// Props are the event's properties in the order they are sent; set by
+	// Map, which reuses their capacity.
 	Props []Prop
-	// Truncated counts the string values enrich cut to piano.MaxStringLen.
-	Truncated int
-	// OutOfRange counts the decimals enrich left out for exceeding ±1e15.
-	OutOfRange int
-	// route is the compiled integration the filter chose.
-	route *route
-	// Body is the hit's encoded JSON object ({"name":…,"data":{…}}); set by
-	// the sink's encoder, the last stage. Batches are sized by len(Body).
+	// Body is the hit's encoded JSON object ({"name":…,"data":{…}}), written
+	// by the service's encoder (atinternet.Encode) once the stages are done.
+	// Batches are sized by len(Body).
 	Body []byte
+}
+
+// Origin is what a hit knows of where it came from: the span context of the
+// work that produced it (the zero SpanContext when that work is not
+// traced), so that a sink can link its request's span to it.
+type Origin interface {
+	SpanContext() trace.SpanContext
 }
 
 // Reset clears h for reuse, keeping its slices' capacity.
@@ -100,7 +108,9 @@ type Request struct {
 	Hits     []*Hit
 }
 
-// Stage is one step of the pipeline. It reads and completes h in place.
+// Stage is a custom step run after Map (deduplication, an enricher): it
+// reads and completes h in place. A stage depends only on the hit, never on
+// another stage.
 //
 // A nil error means h goes on to the next stage. An error matching a *Dropped
 // (errors.As) means the event was filtered on purpose: it is settled, not
@@ -119,13 +129,14 @@ type StageFunc func(ctx context.Context, h *Hit) error
 // Process calls f(ctx, h).
 func (f StageFunc) Process(ctx context.Context, h *Hit) error { return f(ctx, h) }
 
-// Middleware wraps a stage with a cross-cutting concern (tracing, metrics,
-// recovery) without touching the stage's code.
-type Middleware func(name string, next Stage) Stage
+// Middleware wraps a stage with a cross-cutting concern (tracing, recovery)
+// without touching the stage's code. It sees the stage and the hit, nothing
+// else: what Map adjusted is in the Report that Chain.Process returns.
+type Middleware func(next Stage) Stage
 
-// Dropped is the error a stage returns for an event it filters on purpose.
-// The drop reasons below are values, so returning one allocates nothing;
-// compare them with errors.Is.
+// Dropped is the error Route, Map or a stage returns for an event it filters
+// on purpose. The drop reasons below are values, so returning one allocates
+// nothing; compare them with errors.Is.
 type Dropped struct {
 	Reason string
 }
@@ -151,29 +162,46 @@ func DropReason(err error) (string, bool) {
 	return "", false
 }
 
-// Chain runs stages in order, each wrapped by the middlewares (the first
-// middleware outermost). It stops at the first error.
-func Chain(stages []Named, mws ...Middleware) Stage {
-	wrapped := make([]Stage, len(stages))
-	for i, s := range stages {
-		st := s.Stage
-		for j := len(mws) - 1; j >= 0; j-- {
-			st = mws[j](s.Name, st)
-		}
-		wrapped[i] = st
-	}
-	return StageFunc(func(ctx context.Context, h *Hit) error {
-		for _, s := range wrapped {
-			if err := s.Process(ctx, h); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+// Chain is the one path of an event through this package: Route, Map, then
+// the custom stages in order. Build it once with NewChain; it is read-only
+// and safe for concurrent use.
+type Chain struct {
+	in     *Integrations
+	stages []Stage // each already wrapped by the middlewares
 }
 
-// Named is a stage with the name middlewares report it under.
-type Named struct {
-	Name  string
-	Stage Stage
+// NewChain returns the chain of the integrations, with stages run in order
+// after Map, each wrapped by mws (the first middleware outermost). The
+// integrations' routing and mapping are not stages: no middleware wraps them.
+func NewChain(in *Integrations, stages []Stage, mws ...Middleware) *Chain {
+	c := &Chain{in: in, stages: make([]Stage, len(stages))}
+	for i, st := range stages {
+		for j := len(mws) - 1; j >= 0; j-- {
+			st = mws[j](st)
+		}
+		c.stages[i] = st
+	}
+	return c
+}
+
+// Process routes h.Event to its integration, maps it into h, then runs the
+// stages, stopping at the first error: a *Dropped (the event is filtered) or
+// a failure (see Stage). The Report is Map's, zero when the event was not
+// mapped; it is returned with a stage's error too, since Map adjusted those
+// values all the same. Once it returns nil, h is ready to encode.
+func (c *Chain) Process(ctx context.Context, h *Hit) (Report, error) {
+	r, err := c.in.Route(h.Event)
+	if err != nil {
+		return Report{}, err
+	}
+	rep, err := r.Map(h.Event, h)
+	if err != nil {
+		return rep, err
+	}
+	for _, s := range c.stages {
+		if err := s.Process(ctx, h); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
 }

@@ -1,17 +1,15 @@
 package pipeline
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"math"
 	"slices"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/atrelay/atrelay/codec"
-	"github.com/atrelay/atrelay/internal/config"
+	"github.com/atrelay/atrelay/internal/fielderr"
 	"github.com/atrelay/atrelay/internal/piano"
 )
 
@@ -183,8 +181,9 @@ type idSource struct {
 	field     string // user_id or anonymous_user_id
 }
 
-// route is one compiled integration: everything the stages need, built once.
-type route struct {
+// Route is one compiled integration: where its events go and how they are
+// mapped, built once by Compile. It is read-only and safe for concurrent use.
+type Route struct {
 	site         Site
 	enabled      bool
 	environments map[string]bool
@@ -197,24 +196,27 @@ type route struct {
 // Integrations are the compiled integrations, routed by app id. They are
 // read-only once compiled and safe for concurrent use.
 type Integrations struct {
-	byApp map[string]*route
-	list  []*route
+	byApp map[string]*Route
+	list  []*Route
 }
 
-// Compile checks and compiles the configured integrations. Its errors name
-// the configuration key, so that a bad override stops atrelay at start-up
-// rather than at the first event.
-func Compile(cfgs []config.Integration) (*Integrations, error) {
-	in := &Integrations{byApp: make(map[string]*route, len(cfgs))}
-	var errs []error
+// Compile builds the integrations' routing and key tables. It accepts what
+// ValidateAll accepts (after Integration.Default) and returns its error
+// otherwise: every rule lives there, so that `atrelay check` and the
+// service agree.
+func Compile(cfgs []Integration) (*Integrations, error) {
+	cfgs = slices.Clone(cfgs)
+	for i := range cfgs {
+		cfgs[i].Default()
+	}
+	if err := ValidateAll(cfgs); err != nil {
+		return nil, fielderr.Prefix("integrations", err)
+	}
+	in := &Integrations{byApp: make(map[string]*Route, len(cfgs))}
 	for i := range cfgs {
 		c := &cfgs[i]
-		p := fmt.Sprintf("integrations[%d]", i)
-		endpoint, _, err := c.Endpoint()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s.collect_domain: %w", p, err))
-		}
-		r := &route{
+		endpoint, _, _ := c.Endpoint()
+		r := &Route{
 			site:         Site{Integration: c.Name, ID: c.SiteID, Endpoint: endpoint},
 			enabled:      c.IsEnabled(),
 			environments: map[string]bool{},
@@ -224,204 +226,125 @@ func Compile(cfgs []config.Integration) (*Integrations, error) {
 			r.environments[e] = true
 		}
 		for _, e := range c.Events {
-			name := piano.DefaultEventName(e)
+			r.names[e] = piano.DefaultEventName(e)
 			if o, ok := c.EventNames[e]; ok {
-				name = o
-			}
-			if err := piano.CheckEventName(name); err != nil {
-				errs = append(errs, fmt.Errorf("%s.event_names.%s: %q %w", p, e, name, err))
-			}
-			r.names[e] = name
-		}
-		errs = append(errs, r.compileProps(p, c.Properties))
-		for j, s := range c.IDClientFrom {
-			if a, ok := strings.CutPrefix(s, "attribute:"); ok {
-				r.idclient = append(r.idclient, idSource{attribute: a})
-			} else if s == "user_id" || s == "anonymous_user_id" {
-				r.idclient = append(r.idclient, idSource{field: s})
-			} else {
-				errs = append(errs, fmt.Errorf("%s.idclient_from[%d]: unknown source %q", p, j, s))
+				r.names[e] = o
 			}
 		}
-		if len(r.idclient) == 0 {
-			r.idclient = []idSource{{attribute: "at_internet_id_client"}}
+		r.keys, _ = c.Properties.keys()
+		for _, k := range slices.Sorted(maps.Keys(c.Properties.Static)) {
+			v, _ := staticValue(c.Properties.Static[k])
+			r.static = append(r.static, Prop{Key: k, Value: v})
 		}
-		if _, dup := in.byApp[c.AppID]; dup {
-			errs = append(errs, fmt.Errorf("%s.app_id: %q is routed twice", p, c.AppID))
+		for _, s := range c.IDClientFrom {
+			src, _ := parseIDSource(s)
+			r.idclient = append(r.idclient, src)
 		}
 		in.byApp[c.AppID] = r
 		in.list = append(in.list, r)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
 	return in, nil
 }
 
-// compileProps builds the key table: renames and drops cost nothing per
-// event because enrich writes each derived property under its final key.
-func (r *route) compileProps(p string, props config.Properties) error {
-	var errs []error
-	index := map[string]int{}
-	for i, d := range derivedProps {
-		index[d.key] = i
+// Route returns the integration ev goes to, by app id. It drops (with a
+// reason, in this order of precedence) events of apps with no integration
+// (ErrNoIntegration), of disabled integrations (ErrIntegrationDisabled), of
+// environments not enabled (ErrEnvironmentDisabled) and of event names not
+// enabled (ErrEventNotEnabled).
+func (in *Integrations) Route(ev *codec.Event) (*Route, error) {
+	r := in.byApp[ev.AppID]
+	switch {
+	case r == nil:
+		return nil, ErrNoIntegration
+	case !r.enabled:
+		return nil, ErrIntegrationDisabled
+	case !r.environments[ev.Environment]:
+		return nil, ErrEnvironmentDisabled
 	}
-	r.keys = DerivedKeys()
-	for _, k := range slices.Sorted(maps.Keys(props.Rename)) {
-		i, ok := index[k]
-		if !ok {
-			errs = append(errs, fmt.Errorf("%s.properties.rename.%s: not a property atrelay sends (see `atrelay check`)", p, k))
-			continue
-		}
-		if err := piano.CheckKey(props.Rename[k]); err != nil {
-			errs = append(errs, fmt.Errorf("%s.properties.rename.%s: %q %w", p, k, props.Rename[k], err))
-		}
-		r.keys[i] = props.Rename[k]
+	if _, ok := r.names[ev.EventName]; !ok {
+		return nil, ErrEventNotEnabled
 	}
-	for j, k := range props.Drop {
-		i, ok := index[k]
-		if !ok {
-			errs = append(errs, fmt.Errorf("%s.properties.drop[%d]: %q is not a property atrelay sends", p, j, k))
-			continue
-		}
-		r.keys[i] = ""
-	}
-	sent := map[string]string{}
-	for i, k := range r.keys {
-		if k == "" {
-			continue
-		}
-		if other, dup := sent[k]; dup {
-			errs = append(errs, fmt.Errorf("%s.properties.rename: %s and %s would both be sent as %q", p, other, derivedProps[i].key, k))
-		}
-		sent[k] = derivedProps[i].key
-	}
-	for _, k := range slices.Sorted(maps.Keys(props.Static)) {
-		if _, dup := sent[k]; dup {
-			errs = append(errs, fmt.Errorf("%s.properties.static.%s: collides with a derived property", p, k))
-			continue
-		}
-		if err := piano.CheckKey(k); err != nil {
-			errs = append(errs, fmt.Errorf("%s.properties.static.%s: %w", p, k, err))
-		}
-		var v Value
-		switch x := props.Static[k].(type) {
-		case string:
-			v = String(x)
-		case int:
-			v = Int(int64(x))
-		case int64:
-			v = Int(x)
-		case float64:
-			v = Float(x)
-		case bool:
-			v = Bool(x)
-		default:
-			errs = append(errs, fmt.Errorf("%s.properties.static.%s: must be a string, number or boolean", p, k))
-			continue
-		}
-		r.static = append(r.static, Prop{Key: k, Value: v})
-	}
-	return errors.Join(errs...)
+	return r, nil
 }
 
-// Stages returns filter, rename and enrich, in order, for Chain.
-func Stages(in *Integrations) []Named {
-	return []Named{{"filter", Filter(in)}, {"rename", Rename()}, {"enrich", Enrich()}}
+// Site returns the Piano site the route's events go to.
+func (r *Route) Site() *Site { return &r.site }
+
+// Report is what Map changed in an event's values to fit Piano's limits;
+// the service counts it.
+type Report struct {
+	// Truncated counts the strings cut to piano.MaxStringLen characters.
+	Truncated int
+	// OutOfRange counts the decimals left out for being NaN or beyond
+	// ±piano.MaxDecimal.
+	OutOfRange int
 }
 
-// Filter routes an event to its integration by app id and drops (with a
-// reason) events of apps with no integration, of disabled integrations, of
-// event names not enabled, and of environments not enabled.
-func Filter(in *Integrations) Stage {
-	return StageFunc(func(_ context.Context, h *Hit) error {
-		r := in.byApp[h.Event.AppID]
+// Map builds h from ev, an event Route returned r for: the site; the Piano
+// event name (the integration's override, else the lowercase Purchasely
+// name); the visitor id from the integration's ordered sources; then the
+// derived properties under their renamed keys (dropped ones left out) and the
+// static ones. Strings over piano.MaxStringLen characters are cut on a rune
+// boundary and decimals beyond ±piano.MaxDecimal left out, both counted in
+// the Report. It writes h's Site, Name, IDClient and Props (reusing Props'
+// capacity) and nothing else, and allocates nothing once Props is large
+// enough, except the text of date properties.
+//
+// An event no source gives a visitor id is dropped as ErrNoIDClient, one
+// whose name r does not send as ErrEventNotEnabled.
+func (r *Route) Map(ev *codec.Event, h *Hit) (Report, error) {
+	var rep Report
+	name, ok := r.names[ev.EventName]
+	if !ok {
+		return rep, ErrEventNotEnabled
+	}
+	id := ""
+	for _, s := range r.idclient {
 		switch {
-		case r == nil:
-			return ErrNoIntegration
-		case !r.enabled:
-			return ErrIntegrationDisabled
-		case !r.environments[h.Event.Environment]:
-			return ErrEnvironmentDisabled
+		case s.attribute != "":
+			id = ev.UserAttributes[s.attribute]
+		case s.field == "user_id":
+			id = ev.UserID
+		default:
+			id = ev.AnonymousUserID
 		}
-		if _, ok := r.names[h.Event.EventName]; !ok {
-			return ErrEventNotEnabled
+		if id != "" {
+			break
 		}
-		h.route, h.Site = r, &r.site
-		return nil
-	})
-}
-
-// Rename sets the Piano event name: the integration's override, else the
-// lowercase Purchasely name. Property renames and drops were compiled into
-// the key table enrich writes with.
-func Rename() Stage {
-	return StageFunc(func(_ context.Context, h *Hit) error {
-		if h.route == nil {
-			return errors.New("rename: event was not routed (filter must run first)")
+	}
+	if id == "" {
+		return rep, ErrNoIDClient
+	}
+	h.Site, h.Name, h.IDClient = &r.site, name, id
+	if h.Props == nil {
+		h.Props = make([]Prop, 0, len(derivedProps)+len(r.static))
+	}
+	h.Props = h.Props[:0]
+	for i := range derivedProps {
+		key := r.keys[i]
+		if key == "" {
+			continue
 		}
-		h.Name = h.route.names[h.Event.EventName]
-		return nil
-	})
-}
-
-// Enrich sets the visitor id from the integration's ordered sources (no
-// source: dropped as no_idclient), then the derived and static properties.
-// Strings over 255 characters are cut and counted in h.Truncated; decimals
-// outside ±1e15 are left out and counted in h.OutOfRange.
-func Enrich() Stage {
-	return StageFunc(func(_ context.Context, h *Hit) error {
-		r, ev := h.route, h.Event
-		if r == nil {
-			return errors.New("enrich: event was not routed (filter must run first)")
+		v, ok := derivedProps[i].get(ev)
+		if !ok {
+			continue
 		}
-		h.IDClient = ""
-		for _, s := range r.idclient {
-			switch {
-			case s.attribute != "":
-				h.IDClient = ev.UserAttributes[s.attribute]
-			case s.field == "user_id":
-				h.IDClient = ev.UserID
-			default:
-				h.IDClient = ev.AnonymousUserID
+		switch v.Kind {
+		case KindString:
+			if len(v.Str) > piano.MaxStringLen && utf8.RuneCountInString(v.Str) > piano.MaxStringLen {
+				v.Str = truncate(v.Str, piano.MaxStringLen)
+				rep.Truncated++
 			}
-			if h.IDClient != "" {
-				break
-			}
-		}
-		if h.IDClient == "" {
-			return ErrNoIDClient
-		}
-		if h.Props == nil {
-			h.Props = make([]Prop, 0, len(derivedProps)+len(r.static))
-		}
-		h.Props = h.Props[:0]
-		for i := range derivedProps {
-			key := r.keys[i]
-			if key == "" {
+		case KindFloat:
+			if math.IsNaN(v.Float) || math.Abs(v.Float) > piano.MaxDecimal {
+				rep.OutOfRange++
 				continue
 			}
-			v, ok := derivedProps[i].get(ev)
-			if !ok {
-				continue
-			}
-			switch v.Kind {
-			case KindString:
-				if len(v.Str) > piano.MaxStringLen && utf8.RuneCountInString(v.Str) > piano.MaxStringLen {
-					v.Str = truncate(v.Str, piano.MaxStringLen)
-					h.Truncated++
-				}
-			case KindFloat:
-				if math.IsNaN(v.Float) || math.Abs(v.Float) > piano.MaxDecimal {
-					h.OutOfRange++
-					continue
-				}
-			}
-			h.Props = append(h.Props, Prop{Key: key, Value: v})
 		}
-		h.Props = append(h.Props, r.static...)
-		return nil
-	})
+		h.Props = append(h.Props, Prop{Key: key, Value: v})
+	}
+	h.Props = append(h.Props, r.static...)
+	return rep, nil
 }
 
 // truncate cuts s to n runes, on a rune boundary.

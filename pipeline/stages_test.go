@@ -3,48 +3,22 @@ package pipeline_test
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
-	"os"
+	"math"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/atrelay/atrelay/codec"
-	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/fixture"
 	"github.com/atrelay/atrelay/pipeline"
-	"github.com/atrelay/atrelay/pipeline/batch"
-	"github.com/atrelay/atrelay/sinks/atinternet"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files")
-
-func yes() *bool { b := true; return &b }
-func no() *bool  { b := false; return &b }
-
-func integrations(collect string) []config.Integration {
-	return []config.Integration{
-		{Name: "fitness", AppID: fixture.AppFitness, SiteID: 100001, CollectDomain: collect, CollectPath: "subscription",
-			Environments: []string{"PRODUCTION"}, Events: fixture.TableEvents, IDClientFrom: []string{"attribute:at_internet_id_client"},
-			EventNames: map[string]string{"SUBSCRIPTION_STARTED": "subscription.started"},
-			Properties: config.Properties{Rename: map[string]string{"plan": "plan_id"}, Drop: []string{"ab_test_variant"}, Static: map[string]any{"app_name": "Fitness", "tier": 2}}},
-		{Name: "news", AppID: fixture.AppNews, SiteID: 100002, CollectDomain: collect, CollectPath: "event", Enabled: yes(),
-			Environments: []string{"PRODUCTION", "SANDBOX"}, Events: append(slices.Clone(fixture.TableEvents), fixture.OtherEvents...),
-			IDClientFrom: []string{"attribute:at_internet_id_client", "user_id", "anonymous_user_id"}},
-		{Name: "games", AppID: fixture.AppGames, SiteID: 100003, CollectDomain: collect, CollectPath: "event", Enabled: no(),
-			Environments: []string{"PRODUCTION"}, Events: fixture.TableEvents, IDClientFrom: []string{"user_id"}},
-	}
-}
 
 func compile(t testing.TB) *pipeline.Integrations {
 	t.Helper()
-	in, err := pipeline.Compile(integrations("logs1.xiti.com"))
+	in, err := pipeline.Compile(fixture.Integrations("logs1.xiti.com"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,9 +35,12 @@ func base() codec.Event {
 	}
 }
 
-func run(t testing.TB, in *pipeline.Integrations, ev codec.Event) (*pipeline.Hit, error) {
+// run routes and maps ev as the service does (a chain without custom
+// stages).
+func run(t testing.TB, in *pipeline.Integrations, ev codec.Event) (*pipeline.Hit, pipeline.Report, error) {
 	h := &pipeline.Hit{Event: &ev}
-	return h, pipeline.Chain(pipeline.Stages(in)).Process(context.Background(), h)
+	rep, err := pipeline.NewChain(in, nil).Process(context.Background(), h)
+	return h, rep, err
 }
 
 func TestFilterReasons(t *testing.T) {
@@ -85,7 +62,7 @@ func TestFilterReasons(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ev := base()
 			tt.change(&ev)
-			_, err := run(t, in, ev)
+			_, _, err := run(t, in, ev)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}
@@ -144,7 +121,7 @@ func TestNamesAndProperties(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ev := base()
 			tt.change(&ev)
-			h, err := run(t, in, ev)
+			h, _, err := run(t, in, ev)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -162,9 +139,154 @@ func TestNamesAndProperties(t *testing.T) {
 	}
 	ev := base()
 	ev.Placement = strings.Repeat("x", 256)
-	h, _ := run(t, in, ev)
-	if h.Truncated != 1 {
-		t.Fatalf("Truncated = %d, want 1", h.Truncated)
+	_, rep, _ := run(t, in, ev)
+	if rep.Truncated != 1 {
+		t.Fatalf("Truncated = %d, want 1", rep.Truncated)
+	}
+}
+
+// TestRoute: Route alone picks the integration by app id and drops, with
+// each reason, what that integration does not send; the visitor id is not
+// its concern.
+func TestRoute(t *testing.T) {
+	in := compile(t)
+	tests := []struct {
+		name     string
+		change   func(*codec.Event)
+		wantSite string
+		want     error
+	}{
+		{"fitness", func(*codec.Event) {}, "fitness", nil},
+		{"news sandbox", func(e *codec.Event) { e.AppID, e.Environment = fixture.AppNews, "SANDBOX" }, "news", nil},
+		{"no idclient is routed", func(e *codec.Event) { e.UserAttributes = nil }, "fitness", nil},
+		{"no integration", func(e *codec.Event) { e.AppID = "com.other" }, "", pipeline.ErrNoIntegration},
+		{"disabled", func(e *codec.Event) { e.AppID = fixture.AppGames }, "", pipeline.ErrIntegrationDisabled},
+		{"environment", func(e *codec.Event) { e.Environment = "SANDBOX" }, "", pipeline.ErrEnvironmentDisabled},
+		{"event", func(e *codec.Event) { e.EventName = "TRANSACTION_PROCESSED" }, "", pipeline.ErrEventNotEnabled},
+		// Precedence: a disabled integration is reported before its events.
+		{"disabled before event", func(e *codec.Event) { e.AppID, e.EventName = fixture.AppGames, "NOPE" }, "", pipeline.ErrIntegrationDisabled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := base()
+			tt.change(&ev)
+			r, err := in.Route(&ev)
+			if err != tt.want {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if (r == nil) != (tt.wantSite == "") || (r != nil && r.Site().Integration != tt.wantSite) {
+				t.Fatalf("route %+v, want site %q", r, tt.wantSite)
+			}
+		})
+	}
+}
+
+// TestMap: Map alone, on the fitness route: the exact properties in send
+// order, the visitor id, what it reports, and that it writes nothing of a
+// hit it drops.
+func TestMap(t *testing.T) {
+	in := compile(t)
+	ev := base()
+	r, err := in.Route(&ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &pipeline.Hit{Props: make([]pipeline.Prop, 0, 64)}
+	props := h.Props[:1]
+	rep, err := r.Map(&ev, h)
+	if err != nil || rep != (pipeline.Report{}) {
+		t.Fatalf("Map = %+v, %v", rep, err)
+	}
+	var got []string
+	for _, p := range h.Props {
+		got = append(got, p.Key)
+	}
+	want := []string{"event_id", "purchasely_event", "event_date", "app_id", "environment", "user_id", "store", "product", "plan_id",
+		"offer_type", "plan_price", "currency", "is_family_shared", "app_name", "tier"}
+	if !slices.Equal(got, want) {
+		t.Errorf("keys %v,\nwant %v", got, want)
+	}
+	if h.Site != r.Site() || h.Name != "subscription.started" || h.IDClient != "idc-1" || h.Event != nil {
+		t.Errorf("hit %q %q site %v event %v", h.Name, h.IDClient, h.Site, h.Event)
+	}
+	if &props[0] != &h.Props[0] {
+		t.Error("Map did not reuse the hit's Props")
+	}
+	// The event's date is the one allocation (its text).
+	if n := testing.AllocsPerRun(100, func() { _, _ = r.Map(&ev, h) }); n > 1 {
+		t.Errorf("Map allocates %v times, want at most 1", n)
+	}
+
+	long := base()
+	long.Placement, long.Presentation = strings.Repeat("x", 300), strings.Repeat("é", 256)
+	long.AmountInCustomerCurrency, long.PlanPriceInCustomerCurrency = codec.Some(-2e15), codec.Some(math.NaN())
+	long.CumulatedRevenuesInUSD = codec.Some(1e15) // the limit itself is sent
+	rep, err = r.Map(&long, h)
+	if err != nil || rep != (pipeline.Report{Truncated: 2, OutOfRange: 2}) {
+		t.Errorf("Map of long values = %+v, %v; want 2 truncated, 2 out of range", rep, err)
+	}
+
+	for _, tt := range []struct {
+		name   string
+		change func(*codec.Event)
+		want   error
+	}{
+		{"no idclient", func(e *codec.Event) { e.UserAttributes = nil }, pipeline.ErrNoIDClient},
+		{"empty idclient", func(e *codec.Event) { e.UserAttributes["at_internet_id_client"] = "" }, pipeline.ErrNoIDClient},
+		{"event the route does not send", func(e *codec.Event) { e.EventName = "TRANSACTION_PROCESSED" }, pipeline.ErrEventNotEnabled},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := base()
+			tt.change(&ev)
+			h := &pipeline.Hit{}
+			rep, err := r.Map(&ev, h)
+			if err != tt.want || rep != (pipeline.Report{}) {
+				t.Fatalf("Map = %+v, %v; want %v", rep, err, tt.want)
+			}
+			if h.Site != nil || h.Name != "" || h.IDClient != "" || h.Props != nil {
+				t.Fatalf("a dropped hit was written: %+v", h)
+			}
+		})
+	}
+}
+
+// TestChainStages: custom stages run after Map, in order, each wrapped by
+// the middlewares (the first outermost); a stage's error stops the chain and
+// comes back with Map's report; an event Route drops runs no stage.
+func TestChainStages(t *testing.T) {
+	in := compile(t)
+	var trail []string
+	stage := func(name string, err error) pipeline.Stage {
+		return pipeline.StageFunc(func(_ context.Context, h *pipeline.Hit) error {
+			trail = append(trail, name+":"+h.Name)
+			return err
+		})
+	}
+	mw := func(name string) pipeline.Middleware {
+		return func(next pipeline.Stage) pipeline.Stage {
+			return pipeline.StageFunc(func(ctx context.Context, h *pipeline.Hit) error {
+				trail = append(trail, name)
+				return next.Process(ctx, h)
+			})
+		}
+	}
+	dup := &pipeline.Dropped{Reason: "duplicate"}
+	chain := pipeline.NewChain(in, []pipeline.Stage{stage("a", nil), stage("b", dup), stage("c", nil)}, mw("outer"), mw("inner"))
+
+	ev := base()
+	ev.Placement = strings.Repeat("x", 256)
+	rep, err := chain.Process(context.Background(), &pipeline.Hit{Event: &ev})
+	if err != dup || rep.Truncated != 1 {
+		t.Fatalf("Process = %+v, %v; want the stage's drop with Map's report", rep, err)
+	}
+	if want := []string{"outer", "inner", "a:subscription.started", "outer", "inner", "b:subscription.started"}; !slices.Equal(trail, want) {
+		t.Fatalf("trail %v, want %v", trail, want)
+	}
+
+	trail = nil
+	ev.AppID = "com.other"
+	if _, err := chain.Process(context.Background(), &pipeline.Hit{Event: &ev}); err != pipeline.ErrNoIntegration || len(trail) != 0 {
+		t.Fatalf("unrouted event: %v, stages ran: %v", err, trail)
 	}
 }
 
@@ -178,7 +300,7 @@ func TestWebhookAttributesAreSent(t *testing.T) {
 	ev.ContentID, ev.DeviceType, ev.StoreProductID = "article_1234", "PAD", "com.example.premium.monthly"
 	ev.OriginalPurchasedAt = codec.Some(time.Date(2025, 3, 4, 5, 6, 7, 8e6, time.UTC))
 	ev.CumulatedRevenuesInUSD = codec.Some(69.9)
-	h, err := run(t, in, ev)
+	h, _, err := run(t, in, ev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +320,7 @@ func TestWebhookAttributesAreSent(t *testing.T) {
 			t.Errorf("%s = %+v, want %+v", k, props[k], v)
 		}
 	}
-	h, err = run(t, in, base()) // the same attributes, null
+	h, _, err = run(t, in, base()) // the same attributes, null
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,18 +334,18 @@ func TestWebhookAttributesAreSent(t *testing.T) {
 func TestCompileErrors(t *testing.T) {
 	tests := []struct {
 		name   string
-		change func(*config.Integration)
+		change func(*pipeline.Integration)
 		want   string
 	}{
-		{"unknown rename source", func(c *config.Integration) { c.Properties.Rename = map[string]string{"foo": "bar"} }, "integrations[0].properties.rename.foo: not a property atrelay sends"},
-		{"bad override", func(c *config.Integration) { c.EventNames = map[string]string{"TRIAL_STARTED": "Trial Started"} }, `integrations[0].event_names.TRIAL_STARTED: "Trial Started" must start with a lowercase letter`},
-		{"static collides", func(c *config.Integration) { c.Properties.Static = map[string]any{"store": "x"} }, "integrations[0].properties.static.store: collides with a derived property"},
-		{"two renames onto one key", func(c *config.Integration) { c.Properties.Rename = map[string]string{"plan": "p", "product": "p"} }, `would both be sent as "p"`},
-		{"unknown drop", func(c *config.Integration) { c.Properties.Drop = []string{"nope"} }, `integrations[0].properties.drop[0]: "nope" is not a property atrelay sends`},
+		{"unknown rename source", func(c *pipeline.Integration) { c.Properties.Rename = map[string]string{"foo": "bar"} }, "integrations[0].properties.rename.foo: not a property atrelay sends"},
+		{"bad override", func(c *pipeline.Integration) { c.EventNames = map[string]string{"TRIAL_STARTED": "Trial Started"} }, `integrations[0].event_names.TRIAL_STARTED: "Trial Started" must start with a lowercase letter`},
+		{"static collides", func(c *pipeline.Integration) { c.Properties.Static = map[string]any{"store": "x"} }, "integrations[0].properties.static.store: collides with a derived property"},
+		{"two renames onto one key", func(c *pipeline.Integration) { c.Properties.Rename = map[string]string{"plan": "p", "product": "p"} }, `would both be sent as "p"`},
+		{"unknown drop", func(c *pipeline.Integration) { c.Properties.Drop = []string{"nope"} }, `integrations[0].properties.drop[0]: "nope" is not a property atrelay sends`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfgs := integrations("logs1.xiti.com")
+			cfgs := fixture.Integrations("logs1.xiti.com")
 			tt.change(&cfgs[0])
 			_, err := pipeline.Compile(cfgs)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -261,92 +383,32 @@ func TestDescribe(t *testing.T) {
 	}
 }
 
-// TestGolden sends 60 fixture events over 3 integrations through stages,
-// batcher and sink to a collector, and compares every request (URL and body)
-// with testdata/golden.txt. Run with -update to rewrite it.
-func TestGolden(t *testing.T) {
-	var mu sync.Mutex
-	var got []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		got = append(got, r.Method+" "+r.URL.RequestURI()+"\n"+string(b)+"\n")
-		mu.Unlock()
-		w.WriteHeader(204)
-	}))
-	defer srv.Close()
-	cfgs := integrations(srv.URL)
-	cfgs[2].Enabled = yes() // all three sites receive hits here
-	in, err := pipeline.Compile(cfgs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain := pipeline.Chain(append(pipeline.Stages(in), pipeline.Named{Name: "encode", Stage: atinternet.Encoder()}))
-	client := atinternet.NewClient(atinternet.Config{UserAgent: "atrelay/test", MaxRetries: 0})
-	var reqs []pipeline.Request
-	b := batch.New(batch.Config{MaxEvents: 1000, MaxBytes: 1 << 20, Linger: time.Hour}, func(_ *pipeline.Site, r []pipeline.Request) { reqs = append(reqs, r...) })
-	events := fixture.Generate(fixture.Options{Seed: 7, Events: 60, EventsPerVisitor: 3, Apps: []string{fixture.AppFitness, fixture.AppNews, fixture.AppGames}, SandboxShare: -1, NoIDClientShare: -1})
-	for i := range events {
-		h := &pipeline.Hit{Event: &events[i]}
-		if err := chain.Process(context.Background(), h); err == nil {
-			b.Add(h)
-		}
-	}
-	b.Close()
-	for _, r := range reqs { // sequentially, so the golden file has a stable order
-		if s := client.Send(context.Background(), r); s.Outcome != pipeline.Delivered {
-			t.Fatalf("request not delivered: %s %s: %v", s.Outcome, s.Reason, s.Err)
-		}
-	}
-	slices.Sort(got) // Flush visits sites in map order
-	text := strings.Join(got, "\n")
-	const golden = "testdata/golden.txt"
-	if *update {
-		if err := os.WriteFile(golden, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if text != string(want) {
-		t.Fatalf("requests differ from %s (run with -update after checking):\n%s", golden, text)
-	}
-	sites := map[string]bool{}
-	for _, g := range got {
-		sites[strings.SplitN(g, "&", 2)[0]] = true
-	}
-	if len(got) < 10 || len(sites) != 3 {
-		t.Fatalf("golden covers %d requests to %d sites", len(got), len(sites))
-	}
-}
-
 func BenchmarkStages(b *testing.B) {
 	in := compile(b)
-	chain := pipeline.Chain(append(pipeline.Stages(in), pipeline.Named{Name: "encode", Stage: atinternet.Encoder()}))
+	chain := pipeline.NewChain(in, nil)
 	ev := fixture.Generate(fixture.Options{Seed: 1, Events: 1, Apps: []string{fixture.AppFitness}, SandboxShare: -1, NoIDClientShare: -1, OnlyTableEvents: true})[0]
 	h := &pipeline.Hit{}
 	b.ReportAllocs()
 	for b.Loop() {
 		h.Reset()
 		h.Event = &ev
-		if err := chain.Process(context.Background(), h); err != nil {
+		if _, err := chain.Process(context.Background(), h); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-func ExampleEnrich() {
-	in, _ := pipeline.Compile([]config.Integration{{
+func ExampleRoute_Map() {
+	in, _ := pipeline.Compile([]pipeline.Integration{{
 		Name: "app", AppID: "com.example.app", SiteID: 1, CollectDomain: "logs1.xiti.com", CollectPath: "event",
 		Environments: []string{"PRODUCTION"}, Events: []string{"TRIAL_STARTED"}, IDClientFrom: []string{"user_id"},
-		Properties: config.Properties{Drop: []string{"store", "product", "plan", "offer_type", "is_family_shared", "purchasely_event", "environment", "app_id"}},
+		Properties: pipeline.Properties{Drop: []string{"store", "product", "plan", "offer_type", "is_family_shared", "purchasely_event", "environment", "app_id"}},
 	}})
 	ev := codec.Event{EventID: "e-1", EventName: "TRIAL_STARTED", AppID: "com.example.app", Environment: "PRODUCTION",
 		UserID: "u-7", EventCreatedAt: time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC), Store: "STRIPE", Product: "p", Plan: "m", OfferType: "NONE"}
+	r, _ := in.Route(&ev)
 	h := &pipeline.Hit{Event: &ev}
-	_ = pipeline.Chain(pipeline.Stages(in)).Process(context.Background(), h)
+	_, _ = r.Map(&ev, h)
 	fmt.Println(h.Name, h.IDClient)
 	for _, p := range h.Props {
 		fmt.Println(p.Key, p.Value.Str)

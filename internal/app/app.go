@@ -32,7 +32,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics counts settlements; nil counts nothing.
 	Metrics relay.Metrics
-	// Middleware wraps every stage (tracing, metrics).
+	// Stages are custom stages (deduplication, enrichers) run on every hit
+	// after its route and mapping, before encoding; Middleware wraps each
+	// of them (tracing, recovery).
+	Stages     []pipeline.Stage
 	Middleware []pipeline.Middleware
 	// ClientOpts are added to the Kafka client's (hooks, tests).
 	ClientOpts []kgo.Opt
@@ -72,13 +75,12 @@ func Build(cfg *config.Config, o Options) (*Service, error) {
 			log.Warn("collect endpoint is plain HTTP; use it only for a local collector", "integration", cfg.Integrations[i].Name, "endpoint", ep)
 		}
 	}
-	stages := pipeline.Chain(append(pipeline.Stages(ints), pipeline.Named{Name: "encode", Stage: atinternet.Encoder()}), o.Middleware...)
+	stages := pipeline.NewChain(ints, o.Stages, o.Middleware...)
 	d := cfg.Delivery
 	sc := atinternet.Config{
-		Concurrency:    d.Concurrency,
-		RequestTimeout: d.RequestTimeout,
-		BackoffMin:     d.Backoff.Min,
-		BackoffMax:     d.Backoff.Max,
+		Concurrency:    d.Relay.Concurrency,
+		RequestTimeout: d.HTTP.RequestTimeout,
+		Backoff:        d.Relay.Backoff,
 		MaxRetries:     -1, // the partition waits; the event is never dropped
 		UserAgent:      UserAgent,
 		Logger:         log,
@@ -96,19 +98,23 @@ func Build(cfg *config.Config, o Options) (*Service, error) {
 			kotel.TracerPropagator(propagation.TraceContext{}), kotel.ConsumerGroup(cfg.Kafka.Group))
 		kopts = append(kopts, kgo.WithHooks(kotel.NewKotel(kotel.WithTracer(tracer)).Hooks()...))
 		sc.Tracer = o.TracerProvider.Tracer("github.com/atrelay/atrelay/sinks/atinternet")
-		sc.Links = relay.HitSpan
 	}
 	r, err := relay.New(relay.Config{
-		Kafka:      cfg.Kafka,
-		Delivery:   d,
-		ClientOpts: append(kopts, o.ClientOpts...),
-		Decoder:    dec,
-		Stages:     stages,
-		Sink:       atinternet.NewClient(sc),
-		Metrics:    o.Metrics,
-		Logger:     log,
-		OnReady:    o.OnReady,
-		Tracer:     tracer,
+		Topic:       cfg.Kafka.Topic,
+		Group:       cfg.Kafka.Group,
+		DLQTopic:    cfg.Kafka.DLQTopic,
+		StartLatest: cfg.Kafka.StartFrom == "latest",
+		Delivery:    d.Relay,
+		Batch:       d.Batch,
+		ClientOpts:  append(kopts, o.ClientOpts...),
+		Decoder:     dec,
+		Stages:      stages,
+		Encode:      atinternet.Encode,
+		Sink:        atinternet.NewClient(sc),
+		Metrics:     o.Metrics,
+		Logger:      log,
+		OnReady:     o.OnReady,
+		Tracer:      tracer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)

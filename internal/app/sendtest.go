@@ -19,7 +19,7 @@ import (
 // event is the integration's first enabled event, for its first environment,
 // with a visitor id and event id that say "atrelay-send-test".
 func SendTest(ctx context.Context, cfg *config.Config, name string, w io.Writer) error {
-	var in *config.Integration
+	var in *pipeline.Integration
 	for i := range cfg.Integrations {
 		if cfg.Integrations[i].Name == name {
 			in = &cfg.Integrations[i]
@@ -31,7 +31,7 @@ func SendTest(ctx context.Context, cfg *config.Config, name string, w io.Writer)
 	if !in.IsEnabled() {
 		return fmt.Errorf("send-test: integration %q is disabled", name)
 	}
-	ints, err := pipeline.Compile([]config.Integration{*in})
+	ints, err := pipeline.Compile([]pipeline.Integration{*in})
 	if err != nil {
 		return err
 	}
@@ -51,15 +51,15 @@ func SendTest(ctx context.Context, cfg *config.Config, name string, w io.Writer)
 		}
 	}
 	h := &pipeline.Hit{Event: &ev}
-	chain := pipeline.Chain(append(pipeline.Stages(ints), pipeline.Named{Name: "encode", Stage: atinternet.Encoder()}))
-	if err := chain.Process(ctx, h); err != nil {
+	if _, err := pipeline.NewChain(ints, nil).Process(ctx, h); err != nil {
 		return fmt.Errorf("send-test: the test event did not pass the stages: %w", err)
 	}
+	atinternet.Encode(h)
 	req := pipeline.Request{Site: h.Site, IDClient: h.IDClient, Hits: []*pipeline.Hit{h}}
 	fmt.Fprintf(w, "POST %s\n%s\n", atinternet.URL(req.Site, req.IDClient), atinternet.Body(req.Hits))
 	d := cfg.Delivery
 	client := atinternet.NewClient(atinternet.Config{
-		Concurrency: 1, RequestTimeout: d.RequestTimeout, BackoffMin: d.Backoff.Min, BackoffMax: d.Backoff.Max,
+		Concurrency: 1, RequestTimeout: d.HTTP.RequestTimeout, Backoff: d.Relay.Backoff,
 		MaxRetries: 2, UserAgent: UserAgent,
 	})
 	s := client.Send(ctx, req)

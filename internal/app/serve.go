@@ -44,7 +44,6 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		TracerProvider: tp,
 		Logger:         log,
 		Metrics:        tel.Metrics,
-		Middleware:     []pipeline.Middleware{tel.Metrics.StageMiddleware()},
 		OnReady:        health.SetReady,
 		SinkHooks: func(c *atinternet.Config) {
 			c.OnResponse = func(site *pipeline.Site, status int, d time.Duration) {

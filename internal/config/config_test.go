@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/atrelay/atrelay/internal/fielderr"
+	"github.com/atrelay/atrelay/pipeline"
 )
 
 func env(vars map[string]string) func(string) (string, bool) {
@@ -64,8 +67,8 @@ func TestExampleFile(t *testing.T) {
 	}{
 		{"dlq", cfg.Kafka.DLQTopic, "purchasely.subscription-events.dlq"},
 		{"password", cfg.Kafka.SASL.Password.Reveal(), "hunter2"},
-		{"linger", cfg.Delivery.Linger, 200 * time.Millisecond},
-		{"backoff max", cfg.Delivery.Backoff.Max, 30 * time.Second},
+		{"linger", cfg.Delivery.Batch.Linger, 200 * time.Millisecond},
+		{"backoff max", cfg.Delivery.Relay.Backoff.Max, 30 * time.Second},
 		{"site", in.SiteID, int64(123456)},
 		{"override", in.EventNames["SUBSCRIPTION_STARTED"], "subscription.started"},
 		{"static", in.Properties.Static["app_name"], "My App"},
@@ -93,7 +96,7 @@ integrations:
 	}
 	in := cfg.Integrations[0]
 	if cfg.Kafka.DLQTopic != "t.dlq" || cfg.Kafka.StartFrom != "earliest" || cfg.Codec.Framing != "auto" ||
-		cfg.Delivery.MaxEvents != 500 || cfg.Delivery.MaxBufferedEvents != 50000 || cfg.Delivery.ShutdownTimeout != 30*time.Second ||
+		cfg.Delivery.Batch.MaxEvents != 500 || cfg.Delivery.Relay.MaxBufferedEvents != 50000 || cfg.Delivery.Relay.ShutdownTimeout != 30*time.Second ||
 		in.CollectPath != "event" || in.Environments[0] != "PRODUCTION" || in.IDClientFrom[0] != "attribute:at_internet_id_client" ||
 		in.IsEnabled() || cfg.Telemetry.MetricsListen != "127.0.0.1:9464" {
 		t.Fatalf("defaults not applied: %+v", cfg)
@@ -110,9 +113,9 @@ kafka: {brokers: ["b:9092"], topic: t, group: g}
 integrations:
   - {name: a, app_id: x, site_id: 0, collect_domain: d, events: []}
 `), env(nil))
-	var fe *FieldError
+	var fe *fielderr.Error
 	if !errors.As(err, &fe) {
-		t.Fatalf("err = %v, want a *FieldError", err)
+		t.Fatalf("err = %v, want a *fielderr.Error", err)
 	}
 	for _, want := range []string{"integrations[0].site_id: must be a positive integer", "integrations[0].events: at least one event name is required"} {
 		if !strings.Contains(err.Error(), want) {
@@ -170,10 +173,16 @@ func FuzzParse(f *testing.F) {
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("a parsed config does not re-validate: %v", err)
 		}
+		// `atrelay check` and the service must agree: what Parse accepts,
+		// the pipeline compiles (they once checked the same rules in two
+		// places, and disagreed on `attribute:` with no name).
+		if _, err := pipeline.Compile(cfg.Integrations); err != nil {
+			t.Fatalf("a parsed config does not compile: %v", err)
+		}
 	})
 }
 
-func ExampleFieldError() {
+func ExampleParse_fieldError() {
 	_, err := Parse([]byte(`
 kafka: {brokers: ["b:9092"], topic: t, group: g}
 integrations:

@@ -8,23 +8,9 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 )
-
-// FieldError is a configuration error at one key path, printed as
-// "integrations[1].site_id: must be a positive integer".
-type FieldError struct {
-	Path string
-	Msg  string
-}
-
-func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
-
-func fieldErr(path, format string, args ...any) error {
-	return &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
-}
 
 // Load reads, expands, parses, defaults and validates a configuration file.
 func Load(path string) (*Config, error) {
@@ -89,7 +75,7 @@ func Parse(data []byte, getenv func(string) (string, bool)) (*Config, error) {
 	if err := root.Decode(&cfg); err != nil {
 		return nil, typeError(err)
 	}
-	cfg.SetDefaults()
+	cfg.Default()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -104,67 +90,4 @@ func typeError(err error) error {
 		return fmt.Errorf("config: %s", strings.Join(te.Errors, "; "))
 	}
 	return fmt.Errorf("config: %w", err)
-}
-
-// SetDefaults fills every unset value with its SPEC §5 default.
-func (c *Config) SetDefaults() {
-	k := &c.Kafka
-	if k.StartFrom == "" {
-		k.StartFrom = "earliest"
-	}
-	if k.DLQTopic == "" && k.Topic != "" {
-		k.DLQTopic = k.Topic + ".dlq"
-	}
-	if c.Codec.Framing == "" {
-		c.Codec.Framing = "auto"
-	}
-	if c.Codec.RawSchema == "" {
-		c.Codec.RawSchema = "schemas/subscription_event.avsc"
-	}
-	d := &c.Delivery
-	setInt(&d.MaxEvents, 500)
-	setInt(&d.MaxBytes, 1<<20)
-	setDur(&d.Linger, 200*time.Millisecond)
-	setInt(&d.Concurrency, 16)
-	setDur(&d.RequestTimeout, 10*time.Second)
-	setDur(&d.Backoff.Min, 200*time.Millisecond)
-	setDur(&d.Backoff.Max, 30*time.Second)
-	setInt(&d.MaxBufferedEvents, 50000)
-	setDur(&d.CommitInterval, time.Second)
-	setDur(&d.ShutdownTimeout, 30*time.Second)
-	for i := range c.Integrations {
-		in := &c.Integrations[i]
-		if len(in.Environments) == 0 {
-			in.Environments = []string{"PRODUCTION"}
-		}
-		if len(in.IDClientFrom) == 0 {
-			in.IDClientFrom = []string{"attribute:at_internet_id_client"}
-		}
-		in.CollectPath = strings.TrimPrefix(in.CollectPath, "/")
-		if in.CollectPath == "" {
-			in.CollectPath = "event" // Piano's default collection path
-		}
-	}
-	t := &c.Telemetry
-	if t.ServiceName == "" {
-		t.ServiceName = "atrelay"
-	}
-	if t.MetricsListen == "" {
-		t.MetricsListen = "127.0.0.1:9464"
-	}
-	if t.HealthListen == "" {
-		t.HealthListen = "127.0.0.1:8080"
-	}
-}
-
-func setInt(p *int, v int) {
-	if *p == 0 {
-		*p = v
-	}
-}
-
-func setDur(p *time.Duration, v time.Duration) {
-	if *p == 0 {
-		*p = v
-	}
 }

@@ -225,6 +225,7 @@ func (c *counts) DeliveryLatency(context.Context, string, time.Duration) {}
 func (c *counts) Commit(context.Context, bool)                           {}
 func (c *counts) Abandoned(context.Context, string, int64)               {}
 func (c *counts) DLQWriteError(context.Context, string)                  {}
+func (c *counts) Adjusted(context.Context, string, int64)                {}
 
 func (c *counts) settledAll(produced int) bool {
 	c.mu.Lock()

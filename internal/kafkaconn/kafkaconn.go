@@ -1,5 +1,5 @@
-// Package kafkaconn turns the kafka section of the configuration into
-// franz-go client options (brokers, TLS, SASL), so that `atrelay run`,
+// Package kafkaconn owns the kafka section of the configuration and turns
+// it into franz-go client options (brokers, TLS, SASL), so that `atrelay run`,
 // `check`, `offsets` and `demo` connect the same way.
 package kafkaconn
 
@@ -12,13 +12,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
-
-	"github.com/atrelay/atrelay/internal/config"
 )
 
 // Options returns the client options that reach and authenticate to the
 // brokers of cfg. It reads the TLS files, so errors name the key of the file.
-func Options(cfg config.Kafka) ([]kgo.Opt, error) {
+func Options(cfg Config) ([]kgo.Opt, error) {
 	opts := []kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}
 	if cfg.TLS.Enabled {
 		tc, err := tlsConfig(cfg.TLS)
@@ -41,7 +39,7 @@ func Options(cfg config.Kafka) ([]kgo.Opt, error) {
 	return opts, nil
 }
 
-func tlsConfig(c config.TLS) (*tls.Config, error) {
+func tlsConfig(c TLS) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.CAFile != "" {
 		pem, err := os.ReadFile(c.CAFile)

@@ -149,7 +149,7 @@ func (r *Relay) commit(ctx context.Context) {
 				}
 				o := pending[t.Topic][p.Partition]
 				r.book.MarkCommitted(t.Topic, p.Partition, o)
-				if t.Topic == r.cfg.Kafka.Topic {
+				if t.Topic == r.cfg.Topic {
 					r.lagMu.Lock()
 					r.done[p.Partition] = o.At
 					r.lagMu.Unlock()

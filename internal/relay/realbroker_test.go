@@ -68,7 +68,7 @@ func TestBrokerRestart(t *testing.T) {
 	dups := duplicates(got)
 	// In flight at the loss: per site, concurrency requests of at most 50
 	// events; two sites receive hits.
-	bound := cfg.Delivery.Concurrency * 50 * 2
+	bound := cfg.Delivery.Relay.Concurrency * 50 * 2
 	t.Logf("duplicates after a 10 s broker outage: %d (in-flight bound %d)", dups, bound)
 	if dups > bound {
 		t.Errorf("%d duplicates, more than the %d that can be in flight", dups, bound)

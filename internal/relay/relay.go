@@ -15,8 +15,8 @@ import (
 	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/atrelay/atrelay/codec"
-	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/failurelog"
+	"github.com/atrelay/atrelay/internal/fielderr"
 	"github.com/atrelay/atrelay/internal/relay/offsets"
 	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/pipeline/batch"
@@ -39,6 +39,14 @@ type Sink interface {
 	Send(ctx context.Context, req pipeline.Request) pipeline.Settlement
 }
 
+// Stages turn a decoded event (h.Event) into its hit and report what they
+// changed to fit Piano's limits. *pipeline.Chain is one: Route, Map, then
+// the custom stages. An error matching a *pipeline.Dropped filters the
+// event; any other error sends it to the DLQ (see pipeline.Stage).
+type Stages interface {
+	Process(ctx context.Context, h *pipeline.Hit) (pipeline.Report, error)
+}
+
 // Metrics receives what the relay counts. *telemetry.Metrics is one; nil
 // counts nothing.
 type Metrics interface {
@@ -53,20 +61,33 @@ type Metrics interface {
 	// lost (their partition moved to another member, which processes them
 	// again), shutdown (the shutdown timeout ran out).
 	Abandoned(ctx context.Context, reason string, n int64)
+	// Adjusted counts property values the stages changed to fit Piano's
+	// limits (pipeline.Report), by reason: truncated (a string cut to 255
+	// characters), out_of_range (a decimal beyond ±1e15, left out).
+	Adjusted(ctx context.Context, reason string, n int64)
 }
 
-// Config is what a Relay needs. Kafka, Delivery, Decoder, Stages and Sink are
-// required.
+// Config is what a Relay needs. Topic, Group, DLQTopic, Decoder, Stages
+// and Sink are required; Delivery and Batch take their defaults where unset.
 type Config struct {
-	Kafka    config.Kafka
-	Delivery config.Delivery
+	// Topic is consumed by the consumer group Group; records that cannot
+	// be decoded or delivered go to DLQTopic.
+	Topic, Group, DLQTopic string
+	// StartLatest starts a group with no committed offset at the end of
+	// the topic instead of its start.
+	StartLatest bool
+	Delivery    Delivery
+	Batch       batch.Config
 	// ClientOpts connect to the brokers (kafkaconn.Options) and add hooks
 	// (tracing); the relay adds the group options itself.
 	ClientOpts []kgo.Opt
 	Decoder    Decoder
-	// Stages runs filter, rename, enrich and encode; see pipeline.Stage for
-	// how a drop and a failure are told apart.
-	Stages  pipeline.Stage
+	// Stages route and map each decoded event into its hit, then run the
+	// custom stages (a *pipeline.Chain).
+	Stages Stages
+	// Encode writes each hit's body once the stages are done
+	// (atinternet.Encode); nil leaves the body as the stages wrote it.
+	Encode  func(*pipeline.Hit)
 	Sink    Sink
 	Metrics Metrics
 	Logger  *slog.Logger
@@ -84,18 +105,18 @@ type Config struct {
 	Tracer *kotel.Tracer
 }
 
+// validate checks c after filling its defaults.
 func (c *Config) validate() error {
 	var errs []error
-	if c.Kafka.Topic == "" || c.Kafka.Group == "" || c.Kafka.DLQTopic == "" {
-		errs = append(errs, errors.New("relay: kafka topic, group and dlq_topic are required"))
+	if c.Topic == "" || c.Group == "" || c.DLQTopic == "" {
+		errs = append(errs, errors.New("relay: Topic, Group and DLQTopic are required"))
 	}
 	if c.Decoder == nil || c.Stages == nil || c.Sink == nil {
 		errs = append(errs, errors.New("relay: Decoder, Stages and Sink are required"))
 	}
-	d := c.Delivery
-	if d.MaxBufferedEvents <= 0 || d.CommitInterval <= 0 || d.ShutdownTimeout <= 0 || d.MaxEvents <= 0 || d.MaxBytes <= 0 || d.Linger <= 0 {
-		errs = append(errs, errors.New("relay: delivery max_buffered_events, max_events, max_bytes, linger, commit_interval and shutdown_timeout must be positive (config.Load sets them)"))
-	}
+	c.Delivery.Default()
+	c.Batch.Default()
+	errs = append(errs, fielderr.Prefix("delivery", c.Delivery.Validate()), fielderr.Prefix("delivery", c.Batch.Validate()))
 	return errors.Join(errs...)
 }
 
@@ -125,7 +146,8 @@ type Relay struct {
 	commitLog  *failurelog.Log
 	crashed    atomic.Bool
 	rebalance  time.Duration
-	decodeLog  *failurelog.Log
+	decoder    Decoder // cfg.Decoder, its transient failures retried
+	spans      *recordSpans
 	readyState atomic.Bool
 
 	lagMu sync.Mutex
@@ -168,11 +190,13 @@ func New(cfg Config) (*Relay, error) {
 		hwm:       make(map[int32]int64),
 		done:      make(map[int32]int64),
 		commitLog: failurelog.New(cfg.Logger, "offset commit", slog.LevelWarn, summaryEvery),
-		decodeLog: failurelog.New(cfg.Logger, "schema registry lookup (the partition waits)", slog.LevelWarn, summaryEvery),
 	}
 	if r.metrics == nil {
 		r.metrics = nopMetrics{}
 	}
+	r.spans = newRecordSpans(cfg.Tracer)
+	r.decoder = &retryTransient{next: cfg.Decoder, backoff: cfg.Delivery.Backoff,
+		log: failurelog.New(cfg.Logger, "schema registry lookup (the partition waits)", slog.LevelWarn, summaryEvery)}
 	r.items.New = func() any { return new(item) }
 	// Created here, not in Run, so that kill may race with Run's start.
 	r.deliverCtx, r.cancelDeliver = context.WithCancel(context.Background())
@@ -213,8 +237,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	// max.message.bytes: the consumer's client keeps the default 1 MB limit,
 	// under which a larger record could never be dead-lettered.
 	r.dlq, err = dlq.Open(ctx, dlq.Config{
-		Topic: r.cfg.Kafka.DLQTopic, ClientOpts: r.cfg.ClientOpts, Logger: r.log,
+		Topic: r.cfg.DLQTopic, ClientOpts: r.cfg.ClientOpts, Logger: r.log,
 		OnWriteError: func(reason string) { r.metrics.DLQWriteError(r.deliverCtx, reason) },
+		Backoff:      r.cfg.Delivery.Backoff,
 	})
 	if err != nil {
 		cl.Close()
@@ -222,11 +247,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	defer r.dlq.Close()
 	r.sender = newSender(r, r.cfg.Delivery.Concurrency)
-	r.batcher = batch.New(batch.Config{
-		MaxEvents: r.cfg.Delivery.MaxEvents,
-		MaxBytes:  r.cfg.Delivery.MaxBytes,
-		Linger:    r.cfg.Delivery.Linger,
-	}, r.sender.enqueue)
+	r.batcher = batch.New(r.cfg.Batch, r.sender.enqueue)
 
 	workers, workersDone := r.startWorkers()
 	commitDone := make(chan struct{})
@@ -273,13 +294,13 @@ func (r *Relay) Run(ctx context.Context) error {
 
 func (r *Relay) clientOpts() []kgo.Opt {
 	start := kgo.NewOffset().AtStart()
-	if r.cfg.Kafka.StartFrom == "latest" {
+	if r.cfg.StartLatest {
 		start = kgo.NewOffset().AtEnd()
 	}
 	opts := append([]kgo.Opt{}, r.cfg.ClientOpts...)
 	return append(opts,
-		kgo.ConsumerGroup(r.cfg.Kafka.Group),
-		kgo.ConsumeTopics(r.cfg.Kafka.Topic),
+		kgo.ConsumerGroup(r.cfg.Group),
+		kgo.ConsumeTopics(r.cfg.Topic),
 		kgo.ConsumeResetOffset(start),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.DisableAutoCommit(),
@@ -330,3 +351,4 @@ func (nopMetrics) DeliveryLatency(context.Context, string, time.Duration) {}
 func (nopMetrics) Commit(context.Context, bool)                           {}
 func (nopMetrics) Abandoned(context.Context, string, int64)               {}
 func (nopMetrics) DLQWriteError(context.Context, string)                  {}
+func (nopMetrics) Adjusted(context.Context, string, int64)                {}

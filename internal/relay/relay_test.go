@@ -643,6 +643,11 @@ func (c *counter) Abandoned(_ context.Context, reason string, n int64) {
 	c.settled["abandoned/"+reason] += n
 	c.mu.Unlock()
 }
+func (c *counter) Adjusted(_ context.Context, reason string, n int64) {
+	c.mu.Lock()
+	c.settled["adjusted/"+reason] += n
+	c.mu.Unlock()
+}
 func (c *counter) DeliveryLatency(context.Context, string, time.Duration) {}
 func (c *counter) Settled(_ context.Context, outcome, reason string, n int64) {
 	c.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/atrelay/atrelay/internal/backoff"
 	"github.com/atrelay/atrelay/internal/relay/offsets"
 	"github.com/atrelay/atrelay/pipeline"
 )
@@ -123,7 +124,7 @@ func (s *sender) purge() {
 		for _, req := range q.reqs[q.head:] {
 			live := req.Hits[:0]
 			for _, h := range req.Hits {
-				if h.Ref.(*item).tr.Context().Err() != nil {
+				if itemOf(h).tr.Context().Err() != nil {
 					dropped = append(dropped, h)
 				} else {
 					live = append(live, h)
@@ -138,7 +139,7 @@ func (s *sender) purge() {
 		q.reqs = kept
 		q.mu.Unlock()
 		for _, h := range dropped {
-			it := h.Ref.(*item)
+			it := itemOf(h)
 			s.r.abandon(it, endReason(it.tr))
 		}
 	}
@@ -179,14 +180,14 @@ func (r *Relay) send(req pipeline.Request) {
 		case pipeline.Delivered:
 			now := time.Now()
 			for _, h := range req.Hits {
-				it := h.Ref.(*item)
+				it := itemOf(h)
 				r.metrics.DeliveryLatency(r.deliverCtx, req.Site.Integration, now.Sub(it.created))
 				r.settle(it, s)
 			}
 			return
 		case pipeline.Rejected:
 			for _, h := range req.Hits {
-				r.deadLetter(h.Ref.(*item), "deliver", s)
+				r.deadLetter(itemOf(h), "deliver", s)
 			}
 			return
 		}
@@ -194,7 +195,7 @@ func (r *Relay) send(req pipeline.Request) {
 		// shutdown: liveHits releases those records next), or the sink's
 		// retry budget ran out: wait, then send what is still ours again.
 		if ctx.Err() == nil {
-			sleep(r.deliverCtx, max(r.backoff(attempt), s.RetryAfter))
+			backoff.Sleep(r.deliverCtx, max(r.cfg.Delivery.Backoff.Delay(attempt), s.RetryAfter))
 		}
 	}
 }
@@ -205,7 +206,7 @@ func (r *Relay) send(req pipeline.Request) {
 func (r *Relay) liveHits(hits []*pipeline.Hit) []*pipeline.Hit {
 	live := hits[:0]
 	for _, h := range hits {
-		if it := h.Ref.(*item); it.tr.Context().Err() != nil {
+		if it := itemOf(h); it.tr.Context().Err() != nil {
 			r.abandon(it, endReason(it.tr))
 			continue
 		}
@@ -217,7 +218,7 @@ func (r *Relay) liveHits(hits []*pipeline.Hit) []*pipeline.Hit {
 // abandonHits releases the records of hits unsettled.
 func (r *Relay) abandonHits(hits []*pipeline.Hit, reason string) {
 	for _, h := range hits {
-		r.abandon(h.Ref.(*item), reason)
+		r.abandon(itemOf(h), reason)
 	}
 }
 
@@ -226,10 +227,10 @@ func (r *Relay) abandonHits(hits []*pipeline.Hit, reason string) {
 // member's to send) or at shutdown. A visitor's records share a partition,
 // so nearly every request has one tracker and this allocates nothing.
 func requestContext(hits []*pipeline.Hit) (context.Context, func()) {
-	first := hits[0].Ref.(*item).tr
+	first := itemOf(hits[0]).tr
 	var others []*offsets.Tracker
 	for _, h := range hits[1:] {
-		if tr := h.Ref.(*item).tr; tr != first && !slices.Contains(others, tr) {
+		if tr := itemOf(h).tr; tr != first && !slices.Contains(others, tr) {
 			others = append(others, tr)
 		}
 	}

@@ -1,13 +1,7 @@
 package relay
 
 import (
-	"context"
-	"math/rand/v2"
 	"time"
-
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/sinks/dlq"
@@ -44,16 +38,9 @@ func (r *Relay) deadLetter(it *item, stage string, s pipeline.Settlement) {
 // its partition was revoked meanwhile) and releases it. The span ends first,
 // so that a commit covering the record implies its span has ended.
 func (r *Relay) settle(it *item, s pipeline.Settlement) {
-	outcome := s.Outcome.String()
-	if it.span != nil {
-		it.span.SetAttributes(attribute.String("atrelay.outcome", outcome), attribute.String("atrelay.reason", s.Reason))
-		if s.Outcome == pipeline.Rejected {
-			it.span.SetStatus(codes.Error, s.Reason)
-		}
-		it.span.End()
-	}
+	r.spans.settled(it, s)
 	it.tr.Settle(it.rec.Offset)
-	r.metrics.Settled(r.deliverCtx, outcome, s.Reason, 1)
+	r.metrics.Settled(r.deliverCtx, s.Outcome.String(), s.Reason, 1)
 	r.release(it)
 }
 
@@ -61,10 +48,7 @@ func (r *Relay) settle(it *item, s pipeline.Settlement) {
 // past it, and whoever owns the partition next processes it again. Only a
 // partition that moved (revoked, lost) or shutdown abandons a record.
 func (r *Relay) abandon(it *item, reason string) {
-	if it.span != nil {
-		it.span.SetStatus(codes.Error, "abandoned ("+reason+"): left unsettled for the partition's next owner")
-		it.span.End()
-	}
+	r.spans.abandoned(it, reason)
 	r.metrics.Abandoned(r.deliverCtx, reason, 1)
 	r.release(it)
 }
@@ -77,41 +61,5 @@ func (r *Relay) release(it *item) {
 	select {
 	case r.space <- struct{}{}:
 	default:
-	}
-}
-
-// HitSpan returns the span context of the record a hit came from, or an
-// invalid one when the relay is not tracing: the sink links each request's
-// span to its records' spans with it.
-func HitSpan(h *pipeline.Hit) trace.SpanContext {
-	if it, ok := h.Ref.(*item); ok && it.span != nil {
-		return it.span.SpanContext()
-	}
-	return trace.SpanContext{}
-}
-
-func (r *Relay) backoff(attempt int) time.Duration {
-	lo, hi := r.cfg.Delivery.Backoff.Min, r.cfg.Delivery.Backoff.Max
-	if lo <= 0 {
-		lo = 200 * time.Millisecond
-	}
-	if hi < lo {
-		hi = lo
-	}
-	d := lo << min(attempt, 20)
-	if d > hi || d <= 0 {
-		d = hi
-	}
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }

@@ -349,7 +349,7 @@ func TestSlowCollectorRestartBound(t *testing.T) {
 		next.ServeHTTP(w, r)
 	})
 	cfg := e.config(2000, time.Second)
-	cfg.Delivery.Concurrency = 2
+	cfg.Delivery.Relay.Concurrency = 2
 	opts, report := e.watchCommits()
 	ctx := waitCtx(t)
 	first := e.start(cfg, opts)
@@ -360,7 +360,7 @@ func TestSlowCollectorRestartBound(t *testing.T) {
 	e.start(cfg, opts)
 	got := e.finish(ctx, report)
 	dups := duplicates(got)
-	bound := cfg.Delivery.Concurrency * 50 * 2 // two sites receive hits
+	bound := cfg.Delivery.Relay.Concurrency * 50 * 2 // two sites receive hits
 	t.Logf("duplicates after SIGTERM with a slow collector: %d (in-flight bound %d)", dups, bound)
 	if dups > bound {
 		t.Fatalf("%d duplicates, more than the %d that can be in flight at the signal", dups, bound)

@@ -10,10 +10,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/atrelay/atrelay/codec"
-	"github.com/atrelay/atrelay/internal/config"
+	"github.com/atrelay/atrelay/internal/backoff"
 	"github.com/atrelay/atrelay/internal/relay"
 	"github.com/atrelay/atrelay/internal/testkafka"
 	"github.com/atrelay/atrelay/pipeline"
+	"github.com/atrelay/atrelay/pipeline/batch"
 )
 
 // The service with stub decoder, stages and sink: what the relay itself
@@ -30,12 +31,16 @@ func (stubDecoder) DecodeInto(_ context.Context, v []byte, ev *codec.Event) erro
 var stubSite = &pipeline.Site{Integration: "stub", ID: 1, Endpoint: "http://127.0.0.1/event"}
 
 // stubStages routes every event to stubSite, one visitor per event, and
-// keeps the event id as the body.
-var stubStages = pipeline.StageFunc(func(_ context.Context, h *pipeline.Hit) error {
+// keeps the event id as the body (the relay has no Encode here).
+var stubStages stubChain
+
+type stubChain struct{}
+
+func (stubChain) Process(_ context.Context, h *pipeline.Hit) (pipeline.Report, error) {
 	h.Site, h.IDClient = stubSite, h.Event.EventID
 	h.Body = append(h.Body[:0], h.Event.EventID...)
-	return nil
-})
+	return pipeline.Report{}, nil
+}
 
 // scriptedSink answers each send with the next settlement of its script,
 // then Delivered; it records what it delivered.
@@ -76,10 +81,10 @@ func runStub(t *testing.T, n int, sink relay.Sink) *counter {
 	k.Produce(t, recs...)
 	m := newCounter()
 	r, err := relay.New(relay.Config{
-		Kafka: config.Kafka{Topic: topic, Group: group, DLQTopic: topic + ".dlq"},
-		Delivery: config.Delivery{MaxBufferedEvents: 100, MaxEvents: 10, MaxBytes: 1 << 20, Linger: time.Millisecond,
-			CommitInterval: 10 * time.Millisecond, ShutdownTimeout: 5 * time.Second, Concurrency: 2,
-			Backoff: config.Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond}},
+		Topic: topic, Group: group, DLQTopic: topic + ".dlq",
+		Batch: batch.Config{MaxEvents: 10, MaxBytes: 1 << 20, Linger: time.Millisecond},
+		Delivery: relay.Delivery{MaxBufferedEvents: 100, CommitInterval: 10 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
+			Concurrency: 2, Backoff: backoff.Config{Min: time.Millisecond, Max: 5 * time.Millisecond}},
 		ClientOpts: []kgo.Opt{kgo.SeedBrokers(k.Brokers()...)},
 		Decoder:    stubDecoder{}, Stages: stubStages, Sink: sink, Metrics: m,
 	})

@@ -25,6 +25,22 @@ type item struct {
 	hit     pipeline.Hit
 }
 
+// The hit's Origin is its item: the sink links its request's span to the
+// record's process span, and the relay gets the item back from the hit.
+var _ pipeline.Origin = (*item)(nil)
+
+// SpanContext returns the record's process span's context, or the zero one
+// when the relay is not tracing.
+func (it *item) SpanContext() trace.SpanContext {
+	if it.span == nil {
+		return trace.SpanContext{}
+	}
+	return it.span.SpanContext()
+}
+
+// itemOf returns the item a hit of this relay was built from.
+func itemOf(h *pipeline.Hit) *item { return h.Origin.(*item) }
+
 // scratch is a worker's reusable decode target and property buffer: a
 // record keeps neither once its hit is encoded.
 type scratch struct {
@@ -51,45 +67,39 @@ func (r *Relay) startWorkers() ([]chan []*item, *sync.WaitGroup) {
 	return workers, &done
 }
 
-// process decodes one record and runs the stages; the hit then goes to the
-// batcher, or the record is settled as filtered or sent to the DLQ. The event
-// is decoded into the worker's scratch: once the hit is encoded, a buffered
-// record keeps only its record and body, which is what bounds memory at
-// max_buffered_events records.
+// process decodes one record, runs the stages, counts what they adjusted and
+// encodes the hit; the hit then goes to the batcher, or the record is
+// settled as filtered or sent to the DLQ. The event is decoded into the
+// worker's scratch: once the hit is encoded, a buffered record keeps only its
+// record and body, which is what bounds memory at max_buffered_events
+// records.
 func (r *Relay) process(it *item, sc *scratch) {
 	// The record's work ends with its assignment: a decode retry (registry
 	// down) of a revoked partition must not hold the worker, and the
 	// partitions sharing it, until shutdown.
 	ctx := it.tr.Context()
-	if r.cfg.Tracer != nil {
-		_, it.span = r.cfg.Tracer.WithProcessSpan(it.rec)
-		// Stages see the span; cancellation still follows the assignment.
-		ctx = trace.ContextWithSpan(ctx, it.span)
-	}
+	ctx = r.spans.start(ctx, it)
 	r.metrics.Consumed(ctx, it.rec.Topic, it.rec.Partition)
-	for attempt := 0; ; attempt++ {
-		err := r.cfg.Decoder.DecodeInto(ctx, it.rec.Value, &sc.ev)
-		if err == nil {
-			if attempt > 0 {
-				r.decodeLog.Succeeded()
-			}
-			break
-		}
-		var te *codec.TransientError
-		if !errors.As(err, &te) {
-			r.deadLetter(it, "decode", pipeline.Settlement{Outcome: pipeline.Rejected, Reason: codecReason(err), Err: err})
-			return
-		}
-		// The registry is down: the partition waits, nothing is dead-lettered.
-		r.decodeLog.Failed(err, "partition", it.rec.Partition, "offset", it.rec.Offset, "attempt", attempt)
-		if !sleep(ctx, r.backoff(attempt)) {
+	if err := r.decoder.DecodeInto(ctx, it.rec.Value, &sc.ev); err != nil {
+		if _, ended := errors.AsType[*retryEnded](err); ended {
 			r.abandon(it, endReason(it.tr))
 			return
 		}
+		r.deadLetter(it, "decode", pipeline.Settlement{Outcome: pipeline.Rejected, Reason: codecReason(err), Err: err})
+		return
 	}
 	it.created = sc.ev.EventCreatedAt
-	it.hit.Event, it.hit.Ref, it.hit.Props = &sc.ev, it, sc.props[:0]
-	err := r.cfg.Stages.Process(ctx, &it.hit)
+	it.hit.Event, it.hit.Origin, it.hit.Props = &sc.ev, it, sc.props[:0]
+	rep, err := r.cfg.Stages.Process(ctx, &it.hit)
+	if rep.Truncated > 0 {
+		r.metrics.Adjusted(ctx, "truncated", int64(rep.Truncated))
+	}
+	if rep.OutOfRange > 0 {
+		r.metrics.Adjusted(ctx, "out_of_range", int64(rep.OutOfRange))
+	}
+	if err == nil && r.cfg.Encode != nil {
+		r.cfg.Encode(&it.hit)
+	}
 	// The body now carries everything the hit sends.
 	sc.props, it.hit.Props, it.hit.Event = it.hit.Props[:0], nil, nil
 	if err != nil {

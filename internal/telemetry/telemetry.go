@@ -25,8 +25,6 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
-
-	"github.com/atrelay/atrelay/pipeline"
 )
 
 // Telemetry owns the meter provider and its Prometheus registry, and the
@@ -90,7 +88,7 @@ type Metrics struct {
 	requests  metric.Float64Histogram
 	retries   metric.Int64Counter
 	latency   metric.Float64Histogram
-	truncated metric.Int64Counter
+	adjusted  metric.Int64Counter
 	commits   metric.Int64Counter
 	abandoned metric.Int64Counter
 	dlqErrors metric.Int64Counter
@@ -120,7 +118,8 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	m.latency, err = m.meter.Float64Histogram("atrelay.delivery.latency", metric.WithUnit("s"), metric.WithDescription("From the event's creation to its delivery."),
 		metric.WithExplicitBucketBoundaries(0.1, 0.5, 1, 5, 10, 30, 60, 300, 3600, 86400))
 	add(err)
-	m.truncated, err = m.meter.Int64Counter("atrelay.properties.truncated", metric.WithUnit("{value}"), metric.WithDescription("String values cut to 255 characters."))
+	m.adjusted, err = m.meter.Int64Counter("atrelay.properties.adjusted", metric.WithUnit("{value}"),
+		metric.WithDescription("Property values changed to fit Piano's limits, by reason: truncated (a string cut to 255 characters), out_of_range (a decimal beyond ±1e15, left out)."))
 	add(err)
 	m.abandoned, err = m.meter.Int64Counter("atrelay.records.abandoned", metric.WithUnit("{record}"), metric.WithDescription("Records released unsettled, for the partition's next owner, by reason (revoked, lost, shutdown)."))
 	add(err)
@@ -182,8 +181,12 @@ func (m *Metrics) DeliveryLatency(ctx context.Context, site string, d time.Durat
 	m.latency.Record(ctx, d.Seconds(), m.site(site))
 }
 
-// Truncated counts string values cut to 255 characters.
-func (m *Metrics) Truncated(ctx context.Context, n int) { m.truncated.Add(ctx, int64(n)) }
+// Adjusted counts property values changed to fit Piano's limits, by
+// reason: truncated (a string cut to 255 characters) or out_of_range (a
+// decimal beyond ±1e15, left out of its hit).
+func (m *Metrics) Adjusted(ctx context.Context, reason string, n int64) {
+	m.adjusted.Add(ctx, n, m.opt("adjusted/"+reason, func() attribute.Set { return attribute.NewSet(attribute.String("reason", reason)) }))
+}
 
 // Abandoned counts records released unsettled (their partition moved to
 // another member, or shutdown ran out of time), by reason.
@@ -224,23 +227,6 @@ func (m *Metrics) ObserveGauges(buffered func() int64, lag func() map[int32]int6
 		return nil
 	}, b, l)
 	return err
-}
-
-// StageMiddleware counts the truncations enrich made; drops are counted when
-// the record is settled.
-func (m *Metrics) StageMiddleware() pipeline.Middleware {
-	return func(name string, next pipeline.Stage) pipeline.Stage {
-		if name != "enrich" {
-			return next
-		}
-		return pipeline.StageFunc(func(ctx context.Context, h *pipeline.Hit) error {
-			err := next.Process(ctx, h)
-			if h.Truncated > 0 {
-				m.Truncated(ctx, h.Truncated)
-			}
-			return err
-		})
-	}
 }
 
 // Health serves /healthz (the process runs) and /readyz (the member has

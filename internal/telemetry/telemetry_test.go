@@ -24,6 +24,9 @@ func TestPrometheusExposition(t *testing.T) {
 	m.Settled(ctx, "delivered", "", 5)
 	m.Request(ctx, "fitness", 503, 20*time.Millisecond)
 	m.Commit(ctx, true)
+	m.Adjusted(ctx, "truncated", 2)
+	m.Adjusted(ctx, "out_of_range", 1)
+	m.Adjusted(ctx, "truncated", 1)
 	if err := m.ObserveGauges(func() int64 { return 42 }, func() map[int32]int64 { return map[int32]int64{3: 7} }); err != nil {
 		t.Fatal(err)
 	}
@@ -43,6 +46,8 @@ func TestPrometheusExposition(t *testing.T) {
 		`atrelay_records_buffered{`,
 		`atrelay_consumer_lag{messaging_destination_partition_id="3"`,
 		`atrelay_offsets_commits_total{`,
+		`atrelay_properties_adjusted_total{otel_scope_name="github.com/atrelay/atrelay",otel_scope_schema_url="",otel_scope_version="",reason="truncated"} 3`,
+		`reason="out_of_range"} 1`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %q", want)

@@ -4,20 +4,60 @@
 package batch
 
 import (
+	"errors"
 	"sync"
 	"time"
 
+	"github.com/atrelay/atrelay/internal/fielderr"
 	"github.com/atrelay/atrelay/internal/piano"
 	"github.com/atrelay/atrelay/pipeline"
 )
 
 // Config bounds a site's batch: it is flushed when it holds MaxEvents hits,
 // when the next hit would take it past MaxBytes of encoded hits, and Linger
-// after its first hit.
+// after its first hit. Its keys are part of the configuration's `delivery`
+// section.
 type Config struct {
-	MaxEvents int
-	MaxBytes  int
-	Linger    time.Duration
+	MaxEvents int           `yaml:"max_events"`
+	MaxBytes  int           `yaml:"max_bytes"`
+	Linger    time.Duration `yaml:"linger"`
+}
+
+// The defaults (SPEC §5).
+const (
+	DefaultMaxEvents = 500
+	DefaultMaxBytes  = 1 << 20
+	DefaultLinger    = 200 * time.Millisecond
+	// MinMaxBytes keeps room for at least one ordinary hit per batch.
+	MinMaxBytes = 1024
+)
+
+// Default fills the unset bounds.
+func (c *Config) Default() {
+	if c.MaxEvents == 0 {
+		c.MaxEvents = DefaultMaxEvents
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultMaxBytes
+	}
+	if c.Linger == 0 {
+		c.Linger = DefaultLinger
+	}
+}
+
+// Validate checks the bounds; key paths are relative to the section.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.MaxEvents <= 0 {
+		errs = append(errs, fielderr.New("max_events", "must be positive"))
+	}
+	if c.MaxBytes < MinMaxBytes {
+		errs = append(errs, fielderr.New("max_bytes", "must be at least %d", MinMaxBytes))
+	}
+	if c.Linger <= 0 {
+		errs = append(errs, fielderr.New("linger", "must be positive"))
+	}
+	return errors.Join(errs...)
 }
 
 // FlushFunc receives a site's requests. It runs on the goroutine that caused
@@ -43,16 +83,9 @@ type siteBatch struct {
 }
 
 // New returns a batcher that calls flush with each flushed site's requests.
+// Unset bounds take their defaults.
 func New(cfg Config, flush FlushFunc) *Batcher {
-	if cfg.MaxEvents <= 0 {
-		cfg.MaxEvents = 500
-	}
-	if cfg.MaxBytes <= 0 {
-		cfg.MaxBytes = 1 << 20
-	}
-	if cfg.Linger <= 0 {
-		cfg.Linger = 200 * time.Millisecond
-	}
+	cfg.Default()
 	return &Batcher{cfg: cfg, flush: flush, sites: map[*pipeline.Site]*siteBatch{}}
 }
 

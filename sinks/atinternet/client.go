@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -24,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/atrelay/atrelay/internal/backoff"
 	"github.com/atrelay/atrelay/internal/failurelog"
 	"github.com/atrelay/atrelay/pipeline"
 )
@@ -33,11 +33,11 @@ type Config struct {
 	// Concurrency sizes the idle connection pool per host (default 16):
 	// the service sends at most this many requests per site at a time.
 	Concurrency int
-	// RequestTimeout bounds one attempt (default 10s).
+	// RequestTimeout bounds one attempt (default DefaultRequestTimeout).
 	RequestTimeout time.Duration
-	// BackoffMin and BackoffMax bound the jittered exponential wait between
-	// attempts; BackoffMax also caps a collector's Retry-After.
-	BackoffMin, BackoffMax time.Duration
+	// Backoff is the wait between attempts (unset bounds take backoff's
+	// defaults); its Max also caps a collector's Retry-After.
+	Backoff backoff.Config
 	// MaxRetries bounds the retries of a transient failure; negative means
 	// retry until the context ends — the service's choice: its partition
 	// pauses rather than losing the event.
@@ -54,10 +54,9 @@ type Config struct {
 	// OnRetry, when set, is called before each retry with its reason
 	// (http_503, timeout, connection).
 	OnRetry func(site *pipeline.Site, reason string)
-	// Tracer, when set, records a client span per request, linked through
-	// Links to the spans of the records it carries.
+	// Tracer, when set, records a client span per request, linked to the
+	// span of each hit's Origin.
 	Tracer trace.Tracer
-	Links  func(*pipeline.Hit) trace.SpanContext
 }
 
 // Client sends requests to collect servers. Build it once; it is safe for
@@ -84,20 +83,19 @@ type attemptInfo struct {
 // maxErrorBody is how much of an error response is kept.
 const maxErrorBody = 1 << 10
 
+// defaultConcurrency sizes the connection pool of a Client built without
+// one; the service always passes delivery.concurrency.
+const defaultConcurrency = 16
+
 // NewClient returns a client for cfg, with defaults for unset fields.
 func NewClient(cfg Config) *Client {
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 16
+		cfg.Concurrency = defaultConcurrency
 	}
 	if cfg.RequestTimeout <= 0 {
-		cfg.RequestTimeout = 10 * time.Second
+		cfg.RequestTimeout = DefaultRequestTimeout
 	}
-	if cfg.BackoffMin <= 0 {
-		cfg.BackoffMin = 200 * time.Millisecond
-	}
-	if cfg.BackoffMax < cfg.BackoffMin {
-		cfg.BackoffMax = max(30*time.Second, cfg.BackoffMin)
-	}
+	cfg.Backoff.Default()
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "atrelay"
 	}
@@ -120,13 +118,13 @@ func NewClient(cfg Config) *Client {
 	rc := retryablehttp.NewClient()
 	rc.HTTPClient = &http.Client{Transport: transport, Timeout: cfg.RequestTimeout}
 	rc.Logger = nil // we log through slog, below
-	rc.RetryWaitMin, rc.RetryWaitMax = cfg.BackoffMin, cfg.BackoffMax
+	rc.RetryWaitMin, rc.RetryWaitMax = cfg.Backoff.Min, cfg.Backoff.Max
 	rc.RetryMax = cfg.MaxRetries
 	if cfg.MaxRetries < 0 {
 		rc.RetryMax = math.MaxInt32
 	}
 	rc.CheckRetry = c.checkRetry
-	rc.Backoff = backoff
+	rc.Backoff = retryWait(cfg.Backoff)
 	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
 	rc.RequestLogHook = func(_ retryablehttp.Logger, r *http.Request, n int) {
 		if a, ok := r.Context().Value(siteKey{}).(*attemptInfo); ok {
@@ -207,19 +205,18 @@ func transientStatus(s int) bool {
 	return s == http.StatusRequestTimeout || s == http.StatusTooEarly || s == http.StatusTooManyRequests || s >= 500
 }
 
-// backoff waits between min and max, doubling per attempt with jitter, and
-// honours a Retry-After (seconds or an HTTP date) capped at max.
-func backoff(minWait, maxWait time.Duration, attempt int, resp *http.Response) time.Duration {
-	if resp != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
-		if d, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-			return min(max(d, minWait), maxWait)
+// retryWait is retryablehttp's wait before a retry: a collector's
+// Retry-After (seconds or an HTTP date) on 429 and 503, held within the
+// backoff's bounds, else the backoff's own delay.
+func retryWait(b backoff.Config) retryablehttp.Backoff {
+	return func(_, _ time.Duration, attempt int, resp *http.Response) time.Duration {
+		if resp != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
+			if d, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+				return min(max(d, b.Min), b.Max)
+			}
 		}
+		return b.Delay(attempt)
 	}
-	d := minWait << min(attempt, 30)
-	if d <= 0 || d > maxWait {
-		d = maxWait
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 func retryAfter(v string, now time.Time) (time.Duration, bool) {
@@ -310,14 +307,15 @@ func (c *Client) Send(ctx context.Context, req pipeline.Request) (s pipeline.Set
 }
 
 // startSpan starts the request's client span (OpenTelemetry HTTP
-// conventions), linked to the spans of its records.
+// conventions), linked to the span of each hit's origin that has one.
 func (c *Client) startSpan(ctx context.Context, req pipeline.Request) (context.Context, trace.Span) {
 	var links []trace.Link
-	if c.cfg.Links != nil {
-		for _, h := range req.Hits {
-			if sc := c.cfg.Links(h); sc.IsValid() {
-				links = append(links, trace.Link{SpanContext: sc})
-			}
+	for _, h := range req.Hits {
+		if h.Origin == nil {
+			continue
+		}
+		if sc := h.Origin.SpanContext(); sc.IsValid() {
+			links = append(links, trace.Link{SpanContext: sc})
 		}
 	}
 	host := req.Site.Endpoint

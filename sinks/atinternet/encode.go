@@ -5,7 +5,6 @@
 package atinternet
 
 import (
-	"context"
 	"math"
 	"strconv"
 	"unicode/utf8"
@@ -15,7 +14,9 @@ import (
 
 // Encode writes h.Body: the hit's JSON object {"name":…,"data":{…}}, with
 // properties in order. It reuses h.Body's capacity and allocates nothing once
-// that is large enough. NaN and infinite decimals are left out.
+// that is large enough. NaN and infinite decimals are left out. The service
+// runs it on each hit once the pipeline's stages are done (relay.Config's
+// Encode).
 func Encode(h *pipeline.Hit) {
 	b := append(h.Body[:0], `{"name":`...)
 	b = appendString(b, h.Name)
@@ -44,14 +45,6 @@ func Encode(h *pipeline.Hit) {
 		}
 	}
 	h.Body = append(b, "}}"...)
-}
-
-// Encoder returns Encode as the last stage of the pipeline.
-func Encoder() pipeline.Stage {
-	return pipeline.StageFunc(func(_ context.Context, h *pipeline.Hit) error {
-		Encode(h)
-		return nil
-	})
 }
 
 const hexDigits = "0123456789abcdef"

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/atrelay/atrelay/internal/backoff"
 	"github.com/atrelay/atrelay/internal/failurelog"
 )
 
@@ -106,6 +106,9 @@ type Config struct {
 	// "error". It is not called when the write's context ends. It must not
 	// block.
 	OnWriteError func(reason string)
+	// Backoff is the wait between failed attempts; unset bounds take
+	// backoff's defaults.
+	Backoff backoff.Config
 }
 
 // Writer produces to the dead-letter topic through a producer client of its
@@ -119,6 +122,7 @@ type Writer struct {
 	log          *slog.Logger
 	failures     *failurelog.Log
 	onWriteError func(reason string)
+	backoff      backoff.Config
 
 	mu      sync.Mutex
 	closed  bool
@@ -142,7 +146,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	w := &Writer{topic: cfg.Topic, log: log, failures: failurelog.New(log.With("topic", cfg.Topic), "dlq write", slog.LevelError, logPeriod), onWriteError: cfg.OnWriteError}
+	w := &Writer{topic: cfg.Topic, log: log, failures: failurelog.New(log.With("topic", cfg.Topic), "dlq write", slog.LevelError, logPeriod), onWriteError: cfg.OnWriteError, backoff: cfg.Backoff}
 	w.closing, w.close = context.WithCancel(context.Background())
 	w.limit.Store(defaultLimit)
 	opts := append(slices.Clip(cfg.ClientOpts),
@@ -396,12 +400,7 @@ func (w *Writer) write(ctx context.Context, rec *kgo.Record, f Failure, at time.
 			w.logPointer(rec, s, err.Error())
 			continue
 		}
-		wait := min(100*time.Millisecond<<min(attempt, 8), 10*time.Second)
-		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, w.backoff.Delay(attempt)) {
 			return context.Cause(ctx)
 		}
 	}

@@ -1,0 +1,69 @@
+package relay
+
+import (
+	"errors"
+	"time"
+
+	"github.com/atrelay/atrelay/internal/backoff"
+	"github.com/atrelay/atrelay/internal/fielderr"
+)
+
+// Delivery is the relay's part of the configuration's `delivery` section:
+// how many requests per site, how long to wait between retries, how much
+// to buffer, how often to commit and how long shutdown may take.
+type Delivery struct {
+	// Concurrency is how many requests per site are in flight at once.
+	Concurrency int `yaml:"concurrency"`
+	// Backoff is the wait between a site's retries and between decode
+	// retries; the collect client and the dead-letter writer wait with it too.
+	Backoff backoff.Config `yaml:"backoff"`
+	// MaxBufferedEvents bounds the records read and not yet settled; at
+	// the bound, fetching pauses.
+	MaxBufferedEvents int `yaml:"max_buffered_events"`
+	// CommitInterval is how often settled offsets are committed.
+	CommitInterval time.Duration `yaml:"commit_interval"`
+	// ShutdownTimeout bounds the drain at shutdown, and at a rebalance
+	// together with half the group's rebalance timeout.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// The defaults (SPEC §5).
+const (
+	DefaultConcurrency       = 16
+	DefaultMaxBufferedEvents = 50000
+	DefaultCommitInterval    = time.Second
+	DefaultShutdownTimeout   = 30 * time.Second
+)
+
+// Default fills the unset keys.
+func (d *Delivery) Default() {
+	if d.Concurrency == 0 {
+		d.Concurrency = DefaultConcurrency
+	}
+	d.Backoff.Default()
+	if d.MaxBufferedEvents == 0 {
+		d.MaxBufferedEvents = DefaultMaxBufferedEvents
+	}
+	if d.CommitInterval == 0 {
+		d.CommitInterval = DefaultCommitInterval
+	}
+	if d.ShutdownTimeout == 0 {
+		d.ShutdownTimeout = DefaultShutdownTimeout
+	}
+}
+
+// Validate checks the keys; paths are relative to the section.
+func (d *Delivery) Validate() error {
+	var errs []error
+	positive := func(key string, v int64) {
+		if v <= 0 {
+			errs = append(errs, fielderr.New(key, "must be positive"))
+		}
+	}
+	positive("concurrency", int64(d.Concurrency))
+	positive("max_buffered_events", int64(d.MaxBufferedEvents))
+	positive("commit_interval", int64(d.CommitInterval))
+	positive("shutdown_timeout", int64(d.ShutdownTimeout))
+	errs = append(errs, fielderr.Prefix("backoff", d.Backoff.Validate()))
+	return errors.Join(errs...)
+}
