@@ -15,7 +15,6 @@ import (
 	"github.com/atrelay/atrelay/pipeline"
 )
 
-
 func compile(t testing.TB) *pipeline.Integrations {
 	t.Helper()
 	in, err := pipeline.Compile(fixture.Integrations("logs1.xiti.com"))

@@ -23,8 +23,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 
-	"github.com/atrelay/atrelay/internal/testtls"
 	"github.com/atrelay/atrelay/internal/backoff"
+	"github.com/atrelay/atrelay/internal/testtls"
 	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/sinks/atinternet"
 )

@@ -82,4 +82,3 @@ func TestGolden(t *testing.T) {
 		t.Fatalf("golden covers %d requests to %d sites", len(got), len(sites))
 	}
 }
-
