@@ -30,16 +30,31 @@ type Log struct {
 	// of the events they report.
 	mu       sync.Mutex
 	failing  bool      // a failure line was written and nothing succeeded since
+	since    time.Time // when the run of failures began (its first line)
 	lastLine time.Time // when the last failure line was written
 	n        int       // failures in no line yet
 	lastErr  error     // the last of those
+
+	describe func() []any // extra attributes of a summary line; nil for none
 }
+
+// DefaultPeriod is the period between failure lines that atrelay uses:
+// an outage shows within seconds, and writes six lines a minute.
+const DefaultPeriod = 10 * time.Second
 
 // New returns a Log writing "<what> failed", "<what>: N failures in the last
 // <d>" (at level) and "<what> recovered" (at Info), with failure lines at
-// least period apart.
+// least period apart. Summary and recovery lines say for how long the run
+// has lasted (failing_for).
 func New(log *slog.Logger, what string, level slog.Level, period time.Duration) *Log {
 	return &Log{log: log, what: what, level: level, period: period}
+}
+
+// Describe makes every summary line also carry the attributes f returns at
+// the time (how many records wait, for instance). Call it before use.
+func (l *Log) Describe(f func() []any) *Log {
+	l.describe = f
+	return l
 }
 
 func (l *Log) due(now time.Time) bool {
@@ -60,7 +75,7 @@ func (l *Log) Failed(err error, attrs ...any) {
 		l.summary(now)
 		return
 	}
-	l.failing = true
+	l.failing, l.since = true, now
 	l.log.Log(context.Background(), l.level, l.what+" failed", append(attrs, "failures", l.n, "error", err)...)
 	l.n, l.lastLine = 0, now
 }
@@ -72,7 +87,7 @@ func (l *Log) Succeeded() {
 	defer l.mu.Unlock()
 	if l.failing {
 		// The failures since the last line end in this one.
-		l.log.Info(l.what+" recovered", "failures", l.n)
+		l.log.Info(l.what+" recovered", "failures", l.n, "failing_for", now.Sub(l.since).Round(time.Millisecond))
 		l.failing, l.n = false, 0
 		return
 	}
@@ -103,6 +118,13 @@ func (l *Log) Failing() bool {
 // which implies an earlier line.
 func (l *Log) summary(now time.Time) {
 	since := now.Sub(l.lastLine).Round(time.Second)
-	l.log.Log(context.Background(), l.level, fmt.Sprintf("%s: %d failures in the last %s", l.what, l.n, since), "failures", l.n, "last_error", l.lastErr)
+	attrs := []any{"failures", l.n, "last_error", l.lastErr}
+	if l.failing {
+		attrs = append(attrs, "failing_for", now.Sub(l.since).Round(time.Second))
+	}
+	if l.describe != nil {
+		attrs = append(attrs, l.describe()...)
+	}
+	l.log.Log(context.Background(), l.level, fmt.Sprintf("%s: %d failures in the last %s", l.what, l.n, since), attrs...)
 	l.n, l.lastLine = 0, now
 }

@@ -82,6 +82,20 @@ func TestLog(t *testing.T) {
 			first: 1, summaries: 1, failed: 2,
 			line: `level=ERROR msg="dlq write: 1 failures in the last 1s" failures=1`,
 		},
+		{
+			// Mutation caught: since not set at the first line (failing_for
+			// would be the time since the zero time).
+			name: "recovery and summaries say how long the run lasted",
+			run: func(l *failurelog.Log) {
+				for range 45 {
+					l.Failed(boom)
+					time.Sleep(time.Second)
+				}
+				l.Succeeded()
+			},
+			first: 1, summaries: 1, recoveries: 1, failed: 45,
+			line: `level=INFO msg="dlq write recovered" failures=14 failing_for=45s`,
+		},
 	}
 	failedAttr := regexp.MustCompile(`failures=(\d+)`)
 	for _, tt := range tests {
@@ -112,4 +126,23 @@ func TestLog(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestDescribe: a summary line carries what Describe returns at the time
+// (mutation caught: describe not called in summary).
+func TestDescribe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var buf bytes.Buffer
+		waiting := 0
+		l := failurelog.New(slog.New(slog.NewTextHandler(&buf, nil)), "collect request", slog.LevelWarn, failurelog.DefaultPeriod).
+			Describe(func() []any { return []any{"events_waiting", waiting} })
+		for i := range 15 {
+			waiting = 100 + i
+			l.Failed(errors.New("HTTP 503"))
+			time.Sleep(time.Second)
+		}
+		if want := `msg="collect request: 10 failures in the last 10s" failures=10 last_error="HTTP 503" failing_for=10s events_waiting=110`; !strings.Contains(buf.String(), want) {
+			t.Errorf("no line with %q:\n%s", want, buf.String())
+		}
+	})
 }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -66,7 +67,7 @@ type Client struct {
 	rc  *retryablehttp.Client
 
 	mu       sync.Mutex
-	failures map[*pipeline.Site]*failurelog.Log
+	sites    map[*pipeline.Site]*siteState
 }
 
 // siteKey carries a request's attemptInfo through retryablehttp's hooks,
@@ -114,7 +115,7 @@ func NewClient(cfg Config) *Client {
 			TLSHandshakeTimeout: 10 * time.Second,
 		}
 	}
-	c := &Client{cfg: cfg, failures: map[*pipeline.Site]*failurelog.Log{}}
+	c := &Client{cfg: cfg, sites: map[*pipeline.Site]*siteState{}}
 	rc := retryablehttp.NewClient()
 	rc.HTTPClient = &http.Client{Transport: transport, Timeout: cfg.RequestTimeout}
 	rc.Logger = nil // we log through slog, below
@@ -275,7 +276,10 @@ func (c *Client) Send(ctx context.Context, req pipeline.Request) (s pipeline.Set
 	r.Header.Set("Content-Type", "text/plain;charset=UTF-8")
 	r.Header.Set("User-Agent", c.cfg.UserAgent)
 	r = r.WithContext(context.WithValue(ctx, siteKey{}, &attemptInfo{site: req.Site, start: time.Now()}))
+	st := c.site(req.Site)
+	st.waiting.Add(int64(len(req.Hits)))
 	resp, err := c.rc.Do(r)
+	st.waiting.Add(-int64(len(req.Hits)))
 	if err != nil {
 		status := 0
 		if resp != nil {
@@ -292,7 +296,7 @@ func (c *Client) Send(ctx context.Context, req pipeline.Request) (s pipeline.Set
 		return pipeline.Settlement{Outcome: pipeline.RetryLater, Reason: reason, Status: status, Err: fmt.Errorf("collect server %s: %w", req.Site.Endpoint, err)}
 	}
 	defer drain(resp.Body)
-	c.failureLog(req.Site).Succeeded()
+	st.failures.Succeeded()
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		return pipeline.Settlement{Outcome: pipeline.Delivered, Status: resp.StatusCode}
@@ -348,24 +352,35 @@ func endSpan(span trace.Span, s pipeline.Settlement) {
 }
 
 // retrying counts a failed attempt and logs it: the first failure of a
-// run at once, then a summary every 30 s, then the recovery.
+// run at once, then a summary every failurelog.DefaultPeriod, then the
+// recovery.
 func (c *Client) retrying(site *pipeline.Site, reason string, err error, attempt int) {
-	c.failureLog(site).Failed(err, "reason", reason, "attempt", attempt)
+	c.site(site).failures.Failed(err, "reason", reason, "attempt", attempt)
 	if c.cfg.OnRetry != nil {
 		c.cfg.OnRetry(site, reason)
 	}
 }
 
-func (c *Client) failureLog(site *pipeline.Site) *failurelog.Log {
+// siteState is what the client follows per site: its run of failures, and
+// the events of its requests not answered yet, which the failure summaries
+// report.
+type siteState struct {
+	failures *failurelog.Log
+	waiting  atomic.Int64
+}
+
+func (c *Client) site(site *pipeline.Site) *siteState {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	l := c.failures[site]
-	if l == nil {
-		l = failurelog.New(c.cfg.Logger.With("integration", site.Integration, "site", site.ID, "endpoint", site.Endpoint),
-			"collect request", slog.LevelWarn, 30*time.Second)
-		c.failures[site] = l
+	st := c.sites[site]
+	if st == nil {
+		st = &siteState{}
+		st.failures = failurelog.New(c.cfg.Logger.With("integration", site.Integration, "site_id", site.ID, "endpoint", site.Endpoint),
+			"collect request", slog.LevelWarn, failurelog.DefaultPeriod).
+			Describe(func() []any { return []any{"events_waiting", st.waiting.Load()} })
+		c.sites[site] = st
 	}
-	return l
+	return st
 }
 
 // drain reads what is left of a body (bounded) so the connection can be

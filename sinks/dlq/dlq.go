@@ -77,9 +77,6 @@ const (
 	// not answer must not keep the service from starting.
 	describeTimeout = 10 * time.Second
 
-	// logPeriod is the least time between two ERROR lines about failed
-	// writes.
-	logPeriod = 30 * time.Second
 )
 
 // Failure says why a record is dead-lettered.
@@ -146,7 +143,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	w := &Writer{topic: cfg.Topic, log: log, failures: failurelog.New(log.With("topic", cfg.Topic), "dlq write", slog.LevelError, logPeriod), onWriteError: cfg.OnWriteError, backoff: cfg.Backoff}
+	w := &Writer{topic: cfg.Topic, log: log, failures: failurelog.New(log.With("topic", cfg.Topic), "dlq write", slog.LevelError, failurelog.DefaultPeriod), onWriteError: cfg.OnWriteError, backoff: cfg.Backoff}
 	w.closing, w.close = context.WithCancel(context.Background())
 	w.limit.Store(defaultLimit)
 	opts := append(slices.Clip(cfg.ClientOpts),
