@@ -66,8 +66,8 @@ type Client struct {
 	cfg Config
 	rc  *retryablehttp.Client
 
-	mu       sync.Mutex
-	sites    map[*pipeline.Site]*siteState
+	mu    sync.Mutex
+	sites map[*pipeline.Site]*siteState
 }
 
 // siteKey carries a request's attemptInfo through retryablehttp's hooks,

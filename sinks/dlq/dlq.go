@@ -76,7 +76,6 @@ const (
 	// describeTimeout bounds reading the limit in Open: a cluster that does
 	// not answer must not keep the service from starting.
 	describeTimeout = 10 * time.Second
-
 )
 
 // Failure says why a record is dead-lettered.
