@@ -2,13 +2,16 @@ package relay_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,8 +243,11 @@ func (e *env) checkCommit(offs map[int32]int64) error {
 
 // watchCommits checks every commit the service sends: through kfake's
 // request control when the broker is kfake, through the relay's OnCommit
-// hook otherwise. Violations are collected and reported by the returned
-// func.
+// hook otherwise. Every commit must stop at or before the first record
+// whose hit the collector has not acknowledged (checkCommit); on kfake it
+// must also come from the partition's owner in its generation, and no
+// partition's commit may move backwards (ownership). Violations are
+// collected and reported by the returned func, or when the test ends.
 func (e *env) watchCommits() (opts app.Options, report func()) {
 	var mu sync.Mutex
 	var violations []error
@@ -260,6 +266,7 @@ func (e *env) watchCommits() (opts app.Options, report func()) {
 		mu.Unlock()
 	}
 	if fake := e.kafka.Fake(); fake != nil {
+		watchOwnership(e.t, fake, e.group, e.topic)
 		fake.ControlKey(kmsg.OffsetCommit.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
 			fake.KeepControl()
 			offs := map[int32]int64{}
@@ -282,16 +289,21 @@ func (e *env) watchCommits() (opts app.Options, report func()) {
 			check(offs)
 		}
 	}
-	return opts, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if commits == 0 {
-			e.t.Error("no commit was observed")
-		}
-		for _, v := range violations {
-			e.t.Error(v)
-		}
+	var once sync.Once
+	report = func() {
+		once.Do(func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if commits == 0 {
+				e.t.Error("no commit was observed")
+			}
+			for _, v := range violations {
+				e.t.Error(v)
+			}
+		})
 	}
+	e.t.Cleanup(report)
+	return opts, report
 }
 
 // service is one running relay.
@@ -528,6 +540,12 @@ func TestCollectorOutage(t *testing.T) {
 // TestCrashRedelivers is acceptance (d): a consumer stopped abruptly (no
 // final commit) and a new one started: every event arrives at least once,
 // and every duplicate comes from the window the crash left uncommitted.
+// The relay is killed from inside the collector, after it recorded a
+// request's hits and before it answers: those events reached the
+// collector but the relay never learns it, so they are not committed and
+// the new consumer sends them again.
+// Mutation caught: kill() doing nothing (the stop is then graceful: the
+// request's events are committed and arrive once).
 func TestCrashRedelivers(t *testing.T) {
 	e := newEnv(t, 4)
 	e.produce(fixture.Generate(fixture.Options{Seed: 4, Events: 4000, EventsPerVisitor: 5}), 0)
@@ -536,8 +554,25 @@ func TestCrashRedelivers(t *testing.T) {
 	opts, report := e.watchCommits()
 	ctx := waitCtx(t)
 	first := e.start(cfg, opts)
-	if err := e.collector.WaitHits(ctx, e.wantDelivered()/3); err != nil {
-		t.Fatal(err)
+	// The crash: once a third of the hits arrived, inside the collector,
+	// after it recorded a request and before it answers it.
+	third := e.wantDelivered() / 3
+	var once sync.Once
+	crashed := make(chan []string, 1)
+	e.collector.OnRequest(func(r sandbox.Request) {
+		if r.Status != http.StatusNoContent || e.collector.Stats().Hits < third {
+			return
+		}
+		once.Do(func() {
+			relay.Kill(first.svc.Relay)
+			crashed <- eventIDs(t, r.Body)
+		})
+	})
+	var inflight []string
+	select {
+	case inflight = <-crashed:
+	case <-ctx.Done():
+		t.Fatal("the collector never received a third of the hits")
 	}
 	first.crash(t)
 	committed := e.kafka.Committed(t, e.group, e.topic) // nothing commits after a crash
@@ -549,7 +584,35 @@ func TestCrashRedelivers(t *testing.T) {
 			t.Errorf("event %s (partition %d offset %d) delivered twice although committed at %d", id, r.partition, r.offset, committed[r.partition])
 		}
 	}
+	if len(inflight) == 0 {
+		t.Fatal("the request answered at the crash carried no event")
+	}
+	for _, id := range inflight {
+		if r := e.byEvent[id]; r.offset < committed[r.partition] || got[id] < 2 {
+			t.Errorf("event %s (partition %d offset %d) reached the collector as the relay crashed: committed at %d and delivered %d time(s), want uncommitted and delivered again",
+				id, r.partition, r.offset, committed[r.partition], got[id])
+		}
+	}
 	t.Logf("duplicates after the crash: %d (max_buffered_events %d)", duplicates(got), maxBuffered)
+}
+
+// eventIDs returns the event ids of a collect request's body.
+func eventIDs(t testing.TB, body string) []string {
+	var req struct {
+		Events []struct {
+			Data map[string]any `json:"data"`
+		} `json:"events"`
+	}
+	if err := json.Unmarshal([]byte(body), &req); err != nil {
+		t.Error(err)
+	}
+	var ids []string
+	for _, ev := range req.Events {
+		if id, ok := ev.Data["event_id"].(string); ok {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // duplicates returns how many deliveries beyond the first the events got.
@@ -563,7 +626,13 @@ func duplicates(got map[string]int) int {
 
 // TestRebalanceWhileSlow is acceptance (e): a second consumer joins and
 // leaves while the collector is slow; nothing is lost and no commit ever
-// passes a record the collector has not acknowledged.
+// passes a record the collector has not acknowledged. The collector holds
+// every request from before the second consumer joins until it owns
+// partitions, so the first one's revoke drain meets records it cannot
+// settle: they are released as abandoned{revoked} and their new owner
+// sends them.
+// Mutation caught: revoked() ending the assignments with ErrLost instead
+// of ErrRevoked (the released records are counted as lost).
 func TestRebalanceWhileSlow(t *testing.T) {
 	e := newEnv(t, 6)
 	e.produce(fixture.Generate(fixture.Options{Seed: 5, Events: 3000, EventsPerVisitor: 2}), 0)
@@ -596,6 +665,9 @@ func TestRebalanceWhileSlow(t *testing.T) {
 	}
 	b.stop(t) // leaves: its partitions go back to the first consumer
 	e.finish(ctx, report)
+	if e.metrics.get("abandoned", "revoked") == 0 {
+		t.Fatal("no record was released at the revoke: the rebalance did not happen while the collector was slow, the test proves nothing")
+	}
 }
 
 // TestGracefulRestart is acceptance (f): SIGTERM mid-stream, then restart:
@@ -626,10 +698,15 @@ type counter struct {
 	mu      sync.Mutex
 	settled map[string]int64
 	commits chan struct{}
+	// events is signalled each time a record is settled or abandoned.
+	events chan struct{}
+	// committed and refused count the commits reported ok and not ok (a
+	// partition refused, or the request failed).
+	committed, refused atomic.Int64
 }
 
 func newCounter() *counter {
-	return &counter{settled: map[string]int64{}, commits: make(chan struct{}, 1)}
+	return &counter{settled: map[string]int64{}, commits: make(chan struct{}, 1), events: make(chan struct{}, 1)}
 }
 
 func (c *counter) Consumed(context.Context, string, int32) {}
@@ -642,6 +719,7 @@ func (c *counter) Abandoned(_ context.Context, reason string, n int64) {
 	c.mu.Lock()
 	c.settled["abandoned/"+reason] += n
 	c.mu.Unlock()
+	c.event()
 }
 func (c *counter) Adjusted(_ context.Context, reason string, n int64) {
 	c.mu.Lock()
@@ -653,8 +731,21 @@ func (c *counter) Settled(_ context.Context, outcome, reason string, n int64) {
 	c.mu.Lock()
 	c.settled[outcome+"/"+reason] += n
 	c.mu.Unlock()
+	c.event()
 }
-func (c *counter) Commit(context.Context, bool) {
+
+func (c *counter) event() {
+	select {
+	case c.events <- struct{}{}:
+	default:
+	}
+}
+func (c *counter) Commit(_ context.Context, ok bool) {
+	if ok {
+		c.committed.Add(1)
+	} else {
+		c.refused.Add(1)
+	}
 	select {
 	case c.commits <- struct{}{}:
 	default:
