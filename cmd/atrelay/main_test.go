@@ -4,16 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"errors"
+	"flag"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
+	"github.com/atrelay/atrelay/internal/app"
 	"github.com/atrelay/atrelay/internal/sandbox"
 	"github.com/atrelay/atrelay/internal/testkafka"
 )
@@ -42,29 +46,257 @@ func TestCheckPrintsWhatToDeclare(t *testing.T) {
 	}
 }
 
+// TestConfigErrorNamesTheKey: `run` and `check` exit 1 before connecting
+// to anything, with every configuration error at once, each on its own
+// "atrelay: " line with its key path and line.
+//
+// Mutation caught: cli printing the joined error after a single
+// "atrelay: " (as main did) fails the per-line prefix.
 func TestConfigErrorNamesTheKey(t *testing.T) {
-	bad := filepath.Join(t.TempDir(), "bad.yaml")
-	os.WriteFile(bad, []byte("kafka: {brokers: [\"b:1\"], topic: t, group: g}\nintegrations:\n  - {name: a, app_id: x, site_id: 0, collect_domain: d, events: [TRIAL_STARTED]}\n"), 0o600)
+	bad := writeFile(t, `kafka: {brokers: ["b:1"], topic: t, group: g, tlss: {enabled: true}}
+delivery: {linger: 100}
+integrations:
+  - {name: a, app_id: x, site_id: 0, collect_domain: d, events: [TRIAL_STARTED]}
+`)
 	for _, cmd := range []string{"run", "check"} {
-		err := run(context.Background(), []string{cmd, "--config", bad}, new(bytes.Buffer), new(bytes.Buffer))
-		if err == nil || !strings.Contains(err.Error(), "integrations[0].site_id: must be a positive integer") {
-			t.Errorf("%s: err = %v", cmd, err)
+		var stderr bytes.Buffer
+		if code := cli(context.Background(), []string{cmd, "--config", bad}, new(bytes.Buffer), &stderr); code != 1 {
+			t.Errorf("%s: exit %d, want 1\n%s", cmd, code, stderr.String())
+		}
+		for _, want := range []string{
+			"atrelay: kafka.tlss: unknown key (line 1)\n",
+			`atrelay: delivery.linger: must be a duration with a unit (200ms, 30s, 1m30s), not "100" (line 2)` + "\n",
+			"atrelay: integrations[0].site_id: must be a positive integer (line 4)\n",
+		} {
+			if !strings.Contains(stderr.String(), want) {
+				t.Errorf("%s: stderr lacks %q:\n%s", cmd, want, stderr.String())
+			}
 		}
 	}
 }
 
-func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{nil, {"frobnicate"}, {"run"}, {"check", "--nope"}} {
-		err := run(context.Background(), args, new(bytes.Buffer), new(bytes.Buffer))
-		var ue usageError
-		if !errors.As(err, &ue) {
-			t.Errorf("%v: err = %v, want a usage error", args, err)
+// TestExitCodes: 0 for help, 2 for a command line that does not say what
+// to do (printing the usage that does), 1 for an error.
+//
+// Mutations caught: dropping the fs.NArg check exits 0 (check, version)
+// or says "--to is required" (offsets reset) for stray arguments;
+// returning flag.ErrHelp as a usage error (as before) exits 2 for
+// "help check"; not checking --log-level accepts "loud".
+func TestExitCodes(t *testing.T) {
+	t.Setenv("KAFKA_PASSWORD", "x")
+	cfg := "../../deploy/atrelay.example.yaml"
+	tests := []struct {
+		args       []string
+		code       int
+		wantStdout string
+		wantStderr string
+	}{
+		{nil, 2, "", "atrelay: a command is required\n\natrelay forwards"},
+		{[]string{"--help"}, 0, "Usage: atrelay COMMAND [flags]", ""},
+		{[]string{"-h"}, 0, "Usage: atrelay COMMAND [flags]", ""},
+		{[]string{"help"}, 0, "  offsets reset  move the group's offsets", ""},
+		{[]string{"help", "check"}, 0, "Usage: atrelay check --config FILE", ""},
+		{[]string{"frobnicate"}, 2, "", `atrelay: unknown command "frobnicate"`},
+		{[]string{"offsets"}, 2, "", "atrelay: offsets: show or reset?\n\nUsage: atrelay offsets show"},
+		{[]string{"offsets", "frob"}, 2, "", "atrelay: offsets: show or reset?"},
+		{[]string{"offsets", "--help"}, 0, "Usage: atrelay offsets reset", ""},
+		{[]string{"help", "offsets"}, 0, "Usage: atrelay offsets show", ""},
+		{[]string{"run"}, 2, "", "atrelay: --config is required\n\nUsage: atrelay run"},
+		{[]string{"check", "--nope"}, 2, "", "atrelay: check: flag provided but not defined: -nope\n\nUsage: atrelay check"},
+		{[]string{"check", "--config", cfg, "extra"}, 2, "", `atrelay: check: unexpected argument "extra"`},
+		{[]string{"check", "--config", cfg, "--print", "--connect"}, 2, "", "atrelay: check: --connect and --print do not go together"},
+		{[]string{"offsets", "reset", "--config", cfg, "extra", "--to", "latest"}, 2, "", `atrelay: offsets reset: unexpected argument "extra"`},
+		{[]string{"offsets", "reset", "--config", cfg}, 2, "", "atrelay: offsets reset: --to is required"},
+		{[]string{"send-test", "--config", cfg}, 2, "", "atrelay: send-test: --integration is required"},
+		{[]string{"version", "extra"}, 2, "", `atrelay: version: unexpected argument "extra"`},
+		{[]string{"run", "--log-level", "loud", "--config", cfg}, 2, "", `atrelay: run: --log-level "loud": want debug, info, warn or error`},
+		{[]string{"run", "--log-format", "xml", "--config", cfg}, 2, "", `atrelay: run: --log-format "xml": want json, text or auto`},
+		{[]string{"check", "--config", "does-not-exist.yaml"}, 1, "", "atrelay: config: open does-not-exist.yaml: no such file or directory\n"},
+		{[]string{"check", "--config", cfg}, 0, "configuration OK", ""},
+	}
+	// Cancelled: a command line that is wrongly accepted must not run on.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := cli(ctx, tt.args, &stdout, &stderr)
+			if code != tt.code || !strings.Contains(stdout.String(), tt.wantStdout) || !strings.Contains(stderr.String(), tt.wantStderr) {
+				t.Fatalf("exit %d, want %d\nstdout (want %q):\n%s\nstderr (want %q):\n%s", code, tt.code, tt.wantStdout, stdout.String(), tt.wantStderr, stderr.String())
+			}
+			if tt.code == 0 && stderr.Len() > 0 {
+				t.Fatalf("stderr:\n%s", stderr.String())
+			}
+		})
+	}
+}
+
+// TestCommandHelp: `atrelay <command> --help` and `-h` exit 0 and print
+// the command's synopsis and every one of its flags on stdout.
+//
+// Mutations caught: printing the help on stderr (where flag prints it)
+// fails every row; returning flag.ErrHelp as a usage error (as before)
+// exits 2 on every row.
+func TestCommandHelp(t *testing.T) {
+	for _, c := range commands {
+		for _, help := range []string{"--help", "-h"} {
+			t.Run(c.name+" "+help, func(t *testing.T) {
+				args := append(strings.Fields(c.name), help)
+				var stdout, stderr bytes.Buffer
+				if code := cli(context.Background(), args, &stdout, &stderr); code != 0 || stderr.Len() > 0 {
+					t.Fatalf("exit %d, stderr:\n%s", code, stderr.String())
+				}
+				if !strings.HasPrefix(stdout.String(), strings.TrimSpace("Usage: atrelay "+c.name+" "+c.synopsis)+"\n") {
+					t.Fatalf("stdout:\n%s", stdout.String())
+				}
+				fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+				c.flags(fs)
+				fs.VisitAll(func(f *flag.Flag) {
+					if !strings.Contains(stdout.String(), "  -"+f.Name+" ") && !strings.Contains(stdout.String(), "  -"+f.Name+"\n") {
+						t.Errorf("help lacks -%s:\n%s", f.Name, stdout.String())
+					}
+				})
+			})
 		}
 	}
-	var out bytes.Buffer
-	if err := run(context.Background(), []string{"version"}, &out, nil); err != nil || !strings.HasPrefix(out.String(), "atrelay/") {
-		t.Errorf("version: %q %v", out.String(), err)
+}
+
+// TestVersion: `atrelay version` and `atrelay --version` print the same:
+// version, commit, build date, Go and franz-go versions, with -ldflags'
+// Commit and Date winning over the toolchain's stamp.
+//
+// Mutation caught: printing app.UserAgent (as before). (Which of the
+// toolchain's stamp and -ldflags wins is TestBuildInfo's, in internal/app.)
+func TestVersion(t *testing.T) {
+	commit, date := app.Commit, app.Date
+	t.Cleanup(func() { app.Commit, app.Date = commit, date })
+	app.Commit, app.Date = "0123abc", "2026-12-01T00:00:00Z" // as -ldflags -X sets them
+	var outs []string
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		var stdout bytes.Buffer
+		if code := cli(context.Background(), args, &stdout, new(bytes.Buffer)); code != 0 {
+			t.Fatalf("%v: exit %d", args, code)
+		}
+		outs = append(outs, stdout.String())
 	}
+	if outs[0] != outs[1] {
+		t.Fatalf("version:\n%s\n--version:\n%s", outs[0], outs[1])
+	}
+	want := "atrelay " + app.Version + "\ncommit   0123abc\nbuilt    2026-12-01T00:00:00Z\ngo       " + runtime.Version() + "\nfranz-go v1."
+	if !strings.HasPrefix(outs[0], want) {
+		t.Fatalf("version:\n%s\nwant it to start:\n%s", outs[0], want)
+	}
+}
+
+// TestCheckPrint: `check --print` prints the effective configuration:
+// defaults applied (including the listeners a container needs), secrets
+// as <redacted>.
+//
+// Mutation caught: --print falling through to the summary fails every
+// line. (What Marshal prints is TestMarshal's, in internal/config.)
+func TestCheckPrint(t *testing.T) {
+	cfgPath := writeFile(t, `
+kafka: {brokers: ["b:1"], topic: t, group: g, sasl: {mechanism: PLAIN, username: u, password: "${ATRELAY_TEST_PW}"}}
+integrations:
+  - {name: a, app_id: x, site_id: 1, collect_domain: d, events: [TRIAL_STARTED]}
+`)
+	t.Setenv("ATRELAY_TEST_PW", "s3cr3t-pw")
+	var stdout, stderr bytes.Buffer
+	if code := cli(context.Background(), []string{"check", "--print", "--config", cfgPath}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr.String())
+	}
+	for _, want := range []string{"  dlq_topic: t.dlq\n", "    password: <redacted>\n", "  max_buffered_events: 50000\n",
+		"  linger: 200ms\n", "  metrics_listen: :9464\n", "  health_listen: :8080\n", "    collect_path: event\n"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	if strings.Contains(stdout.String(), "s3cr3t") || strings.Contains(stdout.String(), "configuration OK") {
+		t.Fatalf("output:\n%s", stdout.String())
+	}
+}
+
+// TestLogger: --log-level drops what is below it, and durations read as
+// Go durations in both formats, nested or not.
+//
+// Mutations caught: no ReplaceAttr (JSON writes 1500000000) fails "json
+// duration"; no Level in the HandlerOptions fails "debug shows debug",
+// "warn hides info" and "error hides warn".
+func TestLogger(t *testing.T) {
+	tests := []struct {
+		name, format, level string
+		want, notWant       []string
+	}{
+		{"json duration", "json", "info", []string{`"timeout":"1.5s"`, `"retry":{"after":"250ms"}`}, []string{"1500000000"}},
+		{"text duration", "text", "info", []string{"timeout=1.5s", "retry.after=250ms"}, nil},
+		{"info hides debug", "json", "info", []string{`"msg":"info line"`}, []string{"debug line"}},
+		{"debug shows debug", "json", "debug", []string{`"msg":"debug line"`, `"msg":"info line"`}, nil},
+		{"warn hides info", "json", "warn", []string{`"msg":"warn line"`}, []string{"info line", "debug line"}},
+		{"error hides warn", "text", "error", []string{"msg=\"error line\""}, []string{"warn line"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			log, err := newLogger(&out, tt.format, tt.level)
+			if err != nil {
+				t.Fatal(err)
+			}
+			log.Debug("debug line")
+			log.Info("info line", "timeout", 1500*time.Millisecond, slog.Group("retry", "after", 250*time.Millisecond))
+			log.Warn("warn line")
+			log.Error("error line")
+			for _, w := range tt.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("log lacks %s:\n%s", w, out.String())
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(out.String(), w) {
+					t.Errorf("log has %s:\n%s", w, out.String())
+				}
+			}
+		})
+	}
+}
+
+// TestRunLogLevel: run's --log-level reaches the service's logger: at
+// error, a run that starts and stops cleanly logs nothing; at info it
+// logs its start, JSON by default when not on a terminal.
+//
+// Mutation caught: run building its logger at a fixed info level fails
+// the "error" row.
+func TestRunLogLevel(t *testing.T) {
+	cfgPath := writeFile(t, `
+kafka: {brokers: ["127.0.0.1:1"], topic: t, group: g}
+integrations:
+  - {name: a, app_id: x, site_id: 1, collect_domain: "http://127.0.0.1:1", events: [TRIAL_STARTED]}
+telemetry: {metrics_listen: "off", health_listen: "off"}
+`)
+	for _, tt := range []struct {
+		level string
+		want  bool
+	}{{"error", false}, {"info", true}} {
+		t.Run(tt.level, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel() // start and stop at once
+			var stderr bytes.Buffer
+			if code := cli(ctx, []string{"run", "--config", cfgPath, "--log-level", tt.level}, new(bytes.Buffer), &stderr); code != 0 {
+				t.Fatalf("exit %d\n%s", code, stderr.String())
+			}
+			if got := strings.Contains(stderr.String(), `"level":"INFO"`); got != tt.want {
+				t.Fatalf("INFO lines: %v, want %v:\n%s", got, tt.want, stderr.String())
+			}
+		})
+	}
+}
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "atrelay.yaml")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func TestSendTest(t *testing.T) {

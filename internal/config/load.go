@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/atrelay/atrelay/internal/fielderr"
 )
 
 // Load reads, expands, parses, defaults and validates a configuration file.
@@ -21,37 +22,14 @@ func Load(path string) (*Config, error) {
 	return Parse(data, os.LookupEnv)
 }
 
-var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
-
-// expand replaces ${NAME} in every scalar value of the tree with the
-// variable's value, and $$ with a literal $. Comments are left alone. An
-// unset variable is an error: a silently empty password would be worse.
-func expand(n *yaml.Node, getenv func(string) (string, bool)) error {
-	var errs []error
-	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "$") {
-		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
-			if m == "$$" {
-				return "$"
-			}
-			name := m[2 : len(m)-1]
-			v, ok := getenv(name)
-			if !ok {
-				errs = append(errs, fmt.Errorf("line %d: ${%s}: environment variable is not set", n.Line, name))
-			}
-			return v
-		})
-		if n.Style == 0 {
-			n.Tag = "" // a plain scalar is typed again from its new value (site_id: ${SITE})
-		}
-	}
-	for _, c := range n.Content {
-		errs = append(errs, expand(c, getenv))
-	}
-	return errors.Join(errs...)
-}
-
-// Parse decodes the YAML, expands ${VAR} references in values with getenv,
-// (unknown keys are errors), applies the defaults and validates.
+// Parse decodes the YAML, expands environment references in its values
+// with getenv, applies the defaults and validates. It reports every
+// problem at once, in the order of the file: unset variables, unknown
+// keys, values of the wrong type and broken rules, each a *fielderr.Error
+// naming its key path (with "(line N)" where the key is in the file). A
+// rule broken only because a value could not be read is not reported:
+// the unreadable value is. Only a file that is not YAML at all (a syntax
+// error, no document, two documents) stops at its first error.
 func Parse(data []byte, getenv func(string) (string, bool)) (*Config, error) {
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -65,29 +43,152 @@ func Parse(data []byte, getenv func(string) (string, bool)) (*Config, error) {
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return nil, errors.New("config: more than one YAML document")
 	}
-	if err := expand(&root, getenv); err != nil {
-		return nil, err
-	}
-	if err := checkKeys(&root, reflectConfig, ""); err != nil {
-		return nil, err
-	}
+	r := newReport()
+	expand(&root, getenv, "", r)
+
+	// yaml decodes what it can and skips the rest; the walk below says
+	// what it skipped, and where.
 	var cfg Config
+	var yamlErrs []string
 	if err := root.Decode(&cfg); err != nil {
-		return nil, typeError(err)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, fmt.Errorf("config: %w", err) // excessive aliasing, an anchor containing itself
+		}
+		yamlErrs = te.Errors
 	}
+	walked := len(r.items)
+	newWalker(r).walk(&root, reflectConfig, "")
+	if len(yamlErrs) > 0 && len(r.items) == walked {
+		// The walk knows every error yaml reports; should it miss one,
+		// yaml's own words (with their line) are better than nothing.
+		for _, e := range yamlErrs {
+			r.items = append(r.items, item{err: errors.New("config: " + e)})
+		}
+		r.unread = append(r.unread, "")
+	}
+
 	cfg.Default()
-	if err := cfg.Validate(); err != nil {
+	for _, err := range fielderr.Flatten(cfg.Validate()) {
+		r.rule(err)
+	}
+	if err := r.err(); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
 }
 
-// typeError rewrites yaml's "cannot unmarshal !!str `abc` into int64" into
-// a shorter message; yaml's own errors already carry the line.
-func typeError(err error) error {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		return fmt.Errorf("config: %s", strings.Join(te.Errors, "; "))
+// expand replaces the environment references in every scalar of the tree,
+// as a POSIX shell does:
+//
+//	${NAME}             the variable's value; unset is an error (a missing
+//	                    password must not silently become empty)
+//	${NAME:-default}    default when NAME is unset or empty
+//	${NAME-default}     default when NAME is unset
+//	${NAME:?message}    an error saying message when NAME is unset or empty
+//	${NAME?message}     an error saying message when NAME is unset
+//	$$                  a literal $
+//
+// The default and the message are taken literally and end at the first
+// "}". Any other "${" is an error; a "$" before anything else is itself.
+// Comments are left alone. Problems go to r with the key path and line.
+func expand(n *yaml.Node, getenv func(string) (string, bool), path string, r *report) {
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "$") {
+		v, errs := expandString(n.Value, getenv)
+		for _, msg := range errs {
+			r.add(n.Line, path, "%s", msg)
+		}
+		if len(errs) > 0 {
+			r.unreadable(path)
+		}
+		n.Value = v
+		if n.Style == 0 {
+			n.Tag = "" // a plain scalar is typed again from its new value (site_id: ${SITE})
+		}
 	}
-	return fmt.Errorf("config: %w", err)
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			expand(k, getenv, path, r)
+			expand(v, getenv, join(path, k.Value), r)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			expand(c, getenv, fmt.Sprintf("%s[%d]", path, i), r)
+		}
+	default:
+		for _, c := range n.Content {
+			expand(c, getenv, path, r)
+		}
+	}
+}
+
+// expandString expands the references in s (see expand) and returns the
+// problems found, one message each.
+func expandString(s string, getenv func(string) (string, bool)) (string, []string) {
+	var b strings.Builder
+	var errs []string
+	for {
+		i := strings.IndexByte(s, '$')
+		if i < 0 || i+1 == len(s) {
+			b.WriteString(s)
+			return b.String(), errs
+		}
+		b.WriteString(s[:i])
+		s = s[i:]
+		switch s[1] {
+		case '$':
+			b.WriteByte('$')
+			s = s[2:]
+			continue
+		case '{':
+		default:
+			b.WriteByte('$')
+			s = s[1:]
+			continue
+		}
+		end := strings.IndexByte(s, '}')
+		if end < 0 {
+			errs = append(errs, fmt.Sprintf("%q: unterminated ${ (write $$ for a literal $)", s))
+			return b.String(), errs
+		}
+		ref := s[:end+1]
+		s = s[end+1:]
+		v, msg := lookup(ref[2:end], getenv)
+		if msg != "" {
+			errs = append(errs, msg)
+		}
+		b.WriteString(v)
+	}
+}
+
+// lookup resolves the inside of one ${…}; a non-empty msg is a problem.
+func lookup(ref string, getenv func(string) (string, bool)) (value, msg string) {
+	n := 0
+	for n < len(ref) && (ref[n] == '_' || 'A' <= ref[n] && ref[n] <= 'Z' || 'a' <= ref[n] && ref[n] <= 'z' || n > 0 && '0' <= ref[n] && ref[n] <= '9') {
+		n++
+	}
+	name, op := ref[:n], ref[n:]
+	colon := strings.HasPrefix(op, ":")
+	if colon {
+		op = op[1:]
+	}
+	if name == "" || (op != "" && op[0] != '-' && op[0] != '?') || (colon && op == "") {
+		return "", "${" + ref + "}: not a reference: write ${NAME}, ${NAME:-default} or ${NAME:?message} ($$ for a literal $)"
+	}
+	v, set := getenv(name)
+	switch missing := !set || (colon && v == ""); {
+	case op == "" && !set:
+		return "", "${" + name + "}: environment variable is not set"
+	case op == "" || !missing:
+		return v, ""
+	case op[0] == '-':
+		return op[1:], ""
+	case op[1:] != "":
+		return "", "${" + name + "}: " + op[1:]
+	case colon:
+		return "", "${" + name + "}: environment variable is not set or empty"
+	}
+	return "", "${" + name + "}: environment variable is not set"
 }
