@@ -2,12 +2,11 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
-	"net"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -17,25 +16,30 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/atrelay/atrelay/codec"
 	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/groupoffsets"
 	"github.com/atrelay/atrelay/internal/kafkaconn"
-	"github.com/atrelay/atrelay/internal/redact"
 	"github.com/atrelay/atrelay/internal/telemetry"
 	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/sinks/atinternet"
 )
 
-// Serve runs `atrelay run`: telemetry, health endpoints and the relay, until
-// ctx ends and the relay has shut down (stop fetching, flush, settle,
-// commit, leave the group), then flushes telemetry.
+// Serve runs `atrelay run`: it binds the metrics and health listeners
+// (an address in use fails the start, before the member joins the group),
+// then runs the relay until ctx ends and the relay has shut down (stop
+// fetching, flush, settle, commit, leave the group), then flushes
+// telemetry. A listener that fails later shuts the relay down too.
 func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	tel, err := telemetry.Setup(cfg.Telemetry.ServiceName, Version)
 	if err != nil {
 		return err
 	}
-	health := &telemetry.Health{}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx)
+	}()
+	health := &telemetry.Health{ReadyTimeout: cfg.Telemetry.ReadyTimeout}
 	var tp trace.TracerProvider
 	if tel.Tracing != nil {
 		tp = tel.Tracing
@@ -57,27 +61,47 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := tel.Metrics.ObserveGauges(svc.Relay.Buffered, svc.Relay.Lag); err != nil {
+	health.LastContact = svc.Relay.LastContact
+	if err := tel.Metrics.ObserveGauges(telemetry.Gauges{
+		Buffered: svc.Relay.Buffered, Lag: svc.Relay.Lag, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group,
+	}); err != nil {
 		return err
 	}
+	metrics, err := telemetry.Listen(cfg.Telemetry.MetricsListen, tel.Handler())
+	if err != nil {
+		return fmt.Errorf("telemetry.metrics_listen: %w", err)
+	}
+	probes, err := telemetry.Listen(cfg.Telemetry.HealthListen, health.Handler())
+	if err != nil {
+		metrics.Close()
+		return fmt.Errorf("telemetry.health_listen: %w", err)
+	}
 	log.Info("atrelay starting", "version", Version, "topic", cfg.Kafka.Topic, "group", cfg.Kafka.Group,
-		"integrations", len(cfg.Integrations), "metrics", cfg.Telemetry.MetricsListen, "health", cfg.Telemetry.HealthListen)
+		"integrations", len(cfg.Integrations), "metrics", metrics.Addr(), "health", probes.Addr(),
+		"ready_timeout", cfg.Telemetry.ReadyTimeout.String())
 
+	// The relay stops at ctx's end or when a listener fails; the listeners
+	// stop once the relay has shut down, so that /readyz answers (503)
+	// through the shutdown.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
 	servers, stopServers := context.WithCancel(context.WithoutCancel(ctx))
-	g := new(errgroup.Group)
-	g.Go(func() error { return telemetry.Serve(servers, cfg.Telemetry.MetricsListen, tel.Handler()) })
-	g.Go(func() error { return telemetry.Serve(servers, cfg.Telemetry.HealthListen, health.Handler()) })
-	runErr := svc.Run(ctx)
+	var g errgroup.Group
+	for _, srv := range []*telemetry.Server{metrics, probes} {
+		g.Go(func() error {
+			err := srv.Serve(servers)
+			if err != nil {
+				log.Error("listener failed; shutting down", "error", err)
+				stopRun()
+			}
+			return err
+		})
+	}
+	runErr := svc.Run(runCtx)
 	stopServers()
 	serveErr := g.Wait()
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = tel.Shutdown(sctx)
 	log.Info("atrelay stopped")
-	if runErr != nil {
-		return runErr
-	}
-	return serveErr
+	return errors.Join(runErr, serveErr)
 }
 
 // Offsets shows the group's committed offsets and lag, or resets them
@@ -117,7 +141,8 @@ func Offsets(ctx context.Context, cfg *config.Config, reset bool, to string, exe
 
 // Check prints, per integration, every event name and property key it will
 // send — what the operator must declare in Piano's Data Model — and with
-// connect, reaches the brokers, the registry and each collect domain.
+// connect, reaches everything the service needs (see connect). It returns
+// an error naming every check that failed.
 func Check(ctx context.Context, cfg *config.Config, connect bool, w io.Writer) error {
 	svc, err := Build(cfg, Options{})
 	if err != nil {
@@ -143,59 +168,5 @@ func Check(ctx context.Context, cfg *config.Config, connect bool, w io.Writer) e
 	if !connect {
 		return nil
 	}
-	var failed []string
-	// Labels and errors may quote a URL with credentials (issue 9).
-	report := func(what string, err error) {
-		what = redact.String(what)
-		if err != nil {
-			failed = append(failed, what)
-			fmt.Fprintf(w, "FAIL %s: %v\n", what, redact.Error(err))
-			return
-		}
-		fmt.Fprintf(w, "ok   %s\n", what)
-	}
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	kopts, err := kafkaconn.Options(cfg.Kafka)
-	if err == nil {
-		var cl *kgo.Client
-		if cl, err = kgo.NewClient(kopts...); err == nil {
-			adm := kadm.NewClient(cl)
-			var topics kadm.TopicDetails
-			if topics, err = adm.ListTopics(cctx, cfg.Kafka.Topic, cfg.Kafka.DLQTopic); err == nil {
-				for _, t := range []string{cfg.Kafka.Topic, cfg.Kafka.DLQTopic} {
-					if d, ok := topics[t]; !ok || d.Err != nil {
-						err = fmt.Errorf("topic %s does not exist", t)
-					}
-				}
-			}
-			cl.Close()
-		}
-	}
-	report("kafka brokers "+strings.Join(cfg.Kafka.Brokers, ","), err)
-	if u := cfg.Codec.SchemaRegistry.URL; u != "" {
-		cl, err := codec.RegistryClient(cfg.Codec.SchemaRegistry)
-		if err == nil {
-			_, err = cl.Subjects(cctx)
-		}
-		report("schema registry "+redact.URL(u), err)
-	}
-	for i := range cfg.Integrations {
-		ep, _, _ := cfg.Integrations[i].Endpoint()
-		u, _ := url.Parse(ep)
-		host := u.Host
-		if u.Port() == "" {
-			host = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
-		}
-		var d net.Dialer
-		conn, err := d.DialContext(cctx, "tcp", host)
-		if err == nil {
-			conn.Close()
-		}
-		report("collect domain "+host+" ("+cfg.Integrations[i].Name+")", err)
-	}
-	if len(failed) > 0 {
-		return fmt.Errorf("check --connect: %d failed: %s", len(failed), strings.Join(failed, "; "))
-	}
-	return nil
+	return checkConnect(ctx, cfg, w)
 }

@@ -372,6 +372,16 @@ func TestLateAckAfterRevokeIsNotCommitted(t *testing.T) {
 	if len(stale) > 0 {
 		t.Errorf("A committed partitions revoked from it, after the revoke: %v", stale)
 	}
+	// A late acknowledgement is not a settlement: B settles those records,
+	// so each of the 6 is counted delivered once, and A's late ones as
+	// abandoned{revoked}. Mutation caught: settle() not checking the
+	// tracker (A's late acks counted as delivered too: more than 6).
+	if got := m.get("delivered", ""); got != 6 {
+		t.Errorf("settled{delivered} = %d, want 6 (one per record, whichever member settled it)", got)
+	}
+	if got := m.get("abandoned", "revoked"); got < int64(lateAcks) {
+		t.Errorf("abandoned{revoked} = %d, want at least the %d late acknowledgements", got, lateAcks)
+	}
 }
 
 // TestLostPartitionIsNotCommitted: the member delivers the first records of

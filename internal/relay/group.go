@@ -32,14 +32,28 @@ func (r *Relay) assigned(_ context.Context, _ *kgo.Client, assigned map[string][
 		r.book.Assign(topic, parts)
 		r.log.Info("partitions assigned", "topic", topic, "partitions", parts)
 	}
+	r.groupLog.Succeeded()
+	// A partition lost earlier kept its lag series at its last value; if
+	// it went to another member, the series is no longer this member's.
+	r.lagMu.Lock()
+	for p := range r.hwm {
+		if r.book.Tracker(r.cfg.Topic, p) == nil {
+			delete(r.hwm, p)
+			delete(r.done, p)
+		}
+	}
+	r.lagMu.Unlock()
 	r.setReady(r.book.Owned() > 0)
 }
 
 // revoked runs before the partitions move to another member: it flushes the
-// batches, lets the partitions' in-flight records settle for a bounded time,
-// commits what is settled, then ends the assignments: queued hits are
-// dropped, requests in flight are cancelled, and the trackers refuse late
-// acknowledgements. Records still unsettled are redelivered by the new owner.
+// batches, lets the partitions' in-flight records settle for a bounded time
+// (min(shutdown_timeout, half the rebalance timeout), and never past the
+// shutdown deadline once shutdown has begun), commits what is settled, then
+// ends the assignments: queued hits are dropped, requests in flight are
+// cancelled, and the trackers refuse late acknowledgements. Records still
+// unsettled are redelivered by the new owner. The partitions' lag series
+// go: the new owner reports them.
 func (r *Relay) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	var trackers []*offsets.Tracker
 	for topic, parts := range revoked {
@@ -52,10 +66,20 @@ func (r *Relay) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][
 		r.batcher.Flush()
 		drain := min(r.cfg.Delivery.ShutdownTimeout, r.rebalance/2)
 		dctx, cancel := context.WithTimeout(ctx, drain)
+		stopping := false
+		if at := r.stopAt.Load(); at != 0 {
+			// Shutdown has begun: its deadline bounds this drain too. The
+			// shutdown already reported what it abandons.
+			stopping = true
+			cancel()
+			dctx, cancel = context.WithDeadline(ctx, time.Unix(0, min(at, time.Now().Add(drain).UnixNano())))
+		}
 		for _, t := range trackers {
 			if err := t.Drained(dctx); err != nil {
-				r.log.Warn("revoke: in-flight records did not settle in time; the new owner redelivers them",
-					"topic", t.Topic(), "partition", t.Partition(), "pending", t.Pending(), "drain", drain.String())
+				if !stopping {
+					r.log.Warn("revoke: in-flight records did not settle in time; the new owner redelivers them",
+						"topic", t.Topic(), "partition", t.Partition(), "pending", t.Pending(), "drain", drain.String())
+				}
 				break
 			}
 		}
@@ -63,11 +87,19 @@ func (r *Relay) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][
 		r.commit(ctx)
 	}
 	r.endAssignments(revoked, offsets.ErrRevoked)
+	r.lagMu.Lock()
+	for _, p := range revoked[r.cfg.Topic] {
+		delete(r.hwm, p)
+		delete(r.done, p)
+	}
+	r.lagMu.Unlock()
 	r.log.Info("partitions revoked", "partitions", revoked)
 }
 
 // lost ends the assignments at once and commits nothing: the partitions
-// already belong to someone else, and a commit could only be wrong.
+// already belong to someone else, and a commit could only be wrong. Their
+// lag series stay at their last value: a loss is broker trouble, when lag
+// matters most.
 func (r *Relay) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	r.endAssignments(lost, offsets.ErrLost)
 	if len(lost) > 0 {

@@ -27,19 +27,15 @@ func (r *Relay) poll(ctx context.Context, workers []chan []*item) {
 			r.cl.AllowRebalance()
 			return
 		}
-		fs.EachError(func(topic string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
-				r.log.Warn("fetch error", "topic", topic, "partition", p, "error", err)
-			}
-		})
+		r.pollErrors(fs)
 		fs.EachPartition(func(p kgo.FetchTopicPartition) {
+			tr := r.book.Tracker(p.Topic, p.Partition)
+			if tr != nil && p.Err == nil && p.HighWatermark >= 0 {
+				r.observeLag(p)
+			}
 			if len(p.Records) == 0 {
 				return
 			}
-			r.lagMu.Lock()
-			r.hwm[p.Partition] = p.HighWatermark
-			r.lagMu.Unlock()
-			tr := r.book.Tracker(p.Topic, p.Partition)
 			shard := int(p.Partition) % len(workers)
 			for _, rec := range p.Records {
 				// A record of a partition we no longer own, or one already
@@ -72,5 +68,40 @@ func (r *Relay) poll(ctx context.Context, workers []chan []*item) {
 		if ctx.Err() != nil {
 			return
 		}
+	}
+}
+
+// pollErrors logs the errors of a poll by what failed: the group session
+// (joining, syncing, heartbeating: the coordinator is unreachable or the
+// session ended), or one partition's fetch. Each is logged once, then
+// summarised while it goes on, then its recovery: the group's at the next
+// assignment, a fetch's at the next poll without error.
+func (r *Relay) pollErrors(fs kgo.Fetches) {
+	failed := false
+	fs.EachError(func(topic string, p int32, err error) {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return
+		}
+		if gs := (*kgo.ErrGroupSession)(nil); errors.As(err, &gs) {
+			r.groupLog.Failed(gs.Err)
+			return
+		}
+		failed = true
+		r.fetchLog.Failed(err, "topic", topic, "partition", p)
+	})
+	if !failed {
+		r.fetchLog.Succeeded()
+	}
+}
+
+// observeLag records the high watermark of a partition this member owns.
+// Until it commits the partition, its committed offset is where fetching
+// began.
+func (r *Relay) observeLag(p kgo.FetchTopicPartition) {
+	r.lagMu.Lock()
+	defer r.lagMu.Unlock()
+	r.hwm[p.Partition] = p.HighWatermark
+	if _, ok := r.done[p.Partition]; !ok && len(p.Records) > 0 {
+		r.done[p.Partition] = p.Records[0].Offset
 	}
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kotel"
-	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/atrelay/atrelay/codec"
 	"github.com/atrelay/atrelay/internal/failurelog"
@@ -96,7 +95,8 @@ type Config struct {
 	Workers int
 	// OnReady, when set, is called with true when the member comes to own
 	// at least one partition, and with false when it owns none any more or
-	// starts shutting down.
+	// starts shutting down. Readiness also wants recent contact with the
+	// brokers: see Relay.LastContact.
 	OnReady func(bool)
 	// Tracer, when set, starts a process span per record, its parent taken
 	// from the record's W3C traceparent header; the span ends when the
@@ -150,6 +150,19 @@ type Relay struct {
 	spans      *recordSpans
 	readyState atomic.Bool
 
+	// stopAt is the shutdown deadline, in Unix nanoseconds, once shutdown
+	// has begun (0 before): the shutdown drain and any revoke's drain
+	// during shutdown end by it, so that the two never add up.
+	stopAt atomic.Int64
+
+	// What the Kafka client's hooks see (kafka.go): the last successful
+	// fetch or group request, and a run of connection failures.
+	lastContact   atomic.Int64 // Unix nanoseconds; 0 before any
+	lastHeartbeat atomic.Int64 // Unix nanoseconds; 0 before any
+	kafkaLog      *failurelog.Log
+	groupLog      *failurelog.Log // group session errors, from polls
+	fetchLog      *failurelog.Log // fetch errors of a partition, from polls
+
 	lagMu sync.Mutex
 	hwm   map[int32]int64 // high watermark per partition of the topic
 	done  map[int32]int64 // last committed offset per partition
@@ -165,6 +178,14 @@ type Relay struct {
 // rebalanceTimeout is kgo's default; the revoke drain stays well below it so
 // that the member is not kicked out of the group while draining.
 const rebalanceTimeout = 60 * time.Second
+
+// closeGrace bounds the end of a shutdown, after the drain: the final
+// commit and leaving the group. When it runs out, the Kafka client's context
+// is cancelled, which fails whatever request is still in flight (a join
+// waiting on the coordinator, a commit to a broker that is down): Run
+// returns within shutdown_timeout + closeGrace, plus the client's own close
+// (about a second at worst).
+const closeGrace = 2 * time.Second
 
 // summaryEvery is how often a run of repeated failures is summarised in
 // the log.
@@ -190,6 +211,8 @@ func New(cfg Config) (*Relay, error) {
 		hwm:       make(map[int32]int64),
 		done:      make(map[int32]int64),
 		commitLog: failurelog.New(cfg.Logger, "offset commit", slog.LevelWarn, summaryEvery),
+		groupLog:  failurelog.New(cfg.Logger.With("group", cfg.Group), "consumer group session", slog.LevelWarn, failurelog.DefaultPeriod),
+		fetchLog:  failurelog.New(cfg.Logger, "fetch", slog.LevelWarn, failurelog.DefaultPeriod),
 	}
 	if r.metrics == nil {
 		r.metrics = nopMetrics{}
@@ -210,7 +233,10 @@ func New(cfg Config) (*Relay, error) {
 func (r *Relay) Buffered() int64 { return r.buffered.Load() }
 
 // Lag returns, per partition of the topic, the high watermark minus the last
-// committed offset, as of the latest fetch and commit.
+// committed offset, as of the latest fetch and commit: for the partitions
+// this member owns, and for those it lost (the group session ended, as when
+// a broker is down) until its next assignment, at their last known value.
+// A revoked partition is its new owner's to report.
 func (r *Relay) Lag() map[int32]int64 {
 	r.lagMu.Lock()
 	defer r.lagMu.Unlock()
@@ -222,13 +248,23 @@ func (r *Relay) Lag() map[int32]int64 {
 }
 
 // Run consumes until ctx is cancelled, then shuts down in order: stop
-// fetching, finish the records already fetched, flush the batches, wait up to
-// shutdown_timeout for deliveries and DLQ writes, commit, leave the group.
-// It returns nil after a clean shutdown.
+// fetching, finish the records already fetched, flush the batches, wait for
+// deliveries and DLQ writes until shutdown_timeout after the cancellation,
+// commit, leave the group. A revoke during shutdown drains until the same
+// deadline; the final commit and the leave get closeGrace more, after which
+// the Kafka client is closed whatever it waits for (a join in flight, a
+// broker that is down). Records not settled by then were not committed: the
+// partitions' next owner processes them. It returns nil after a clean
+// shutdown.
 func (r *Relay) Run(ctx context.Context) error {
 	defer r.cancelDeliver()
 
-	cl, err := kgo.NewClient(r.clientOpts()...)
+	// The client's context ends closeGrace after the drain at the latest,
+	// so that nothing the client waits for can hold Close.
+	clientCtx, cancelClient := context.WithCancel(context.Background())
+	defer cancelClient()
+	r.kafkaLog = failurelog.New(r.log.With("seeds", seedBrokers(r.cfg.ClientOpts)), "kafka connection", slog.LevelWarn, failurelog.DefaultPeriod)
+	cl, err := kgo.NewClient(append(r.clientOpts(), kgo.WithContext(clientCtx))...)
 	if err != nil {
 		return fmt.Errorf("relay: kafka client: %w", err)
 	}
@@ -255,13 +291,19 @@ func (r *Relay) Run(ctx context.Context) error {
 		defer close(commitDone)
 		r.commitLoop(ctx)
 	}()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		r.watchGroup(ctx)
+	}()
 
 	r.poll(ctx, workers)
 
-	// Shutdown. Everything below is bounded by shutdown_timeout through
-	// deliverCtx.
+	// Shutdown: one deadline for the drains.
+	deadline := time.Now().Add(r.cfg.Delivery.ShutdownTimeout)
+	r.stopAt.Store(deadline.UnixNano())
 	r.setReady(false)
-	timer := time.AfterFunc(r.cfg.Delivery.ShutdownTimeout, r.cancelDeliver)
+	timer := time.AfterFunc(time.Until(deadline), r.cancelDeliver)
 	defer timer.Stop()
 	if r.crashed.Load() {
 		r.cancelDeliver()
@@ -280,15 +322,23 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.sender.close()
 	r.inflight.Wait()
 	<-commitDone
+	<-watchDone
 
+	// The end: the final commit and the leave, within closeGrace.
+	closeCtx, cancelClose := context.WithTimeout(context.Background(), closeGrace)
+	defer cancelClose()
+	stop := context.AfterFunc(closeCtx, cancelClient)
+	defer stop()
 	if !r.crashed.Load() {
-		commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.Delivery.ShutdownTimeout)
-		r.commit(commitCtx)
-		cancel()
+		r.commit(closeCtx)
 	}
 	// Leaving the group calls revoked for every partition: it finds nothing
-	// left to drain or commit, and closes the trackers.
+	// left to drain (the deadline has passed or everything settled) and
+	// ends the assignments.
 	cl.CloseAllowingRebalance()
+	r.kafkaLog.Flush()
+	r.groupLog.Flush()
+	r.fetchLog.Flush()
 	return nil
 }
 
@@ -313,7 +363,8 @@ func (r *Relay) clientOpts() []kgo.Opt {
 		// batches are decompressed into records while they wait to be polled.
 		kgo.FetchMaxBytes(4<<20),
 		kgo.MaxConcurrentFetches(2),
-		kgo.WithLogger(kslog.New(r.log.With("component", "kafka"))),
+		kgo.WithLogger(kafkaLogger(r.log)),
+		kgo.WithHooks(kafkaHooks{r}),
 	)
 }
 
@@ -336,8 +387,11 @@ func (r *Relay) waitSettled(ctx context.Context) {
 	}
 }
 
-// setReady reports readiness changes to OnReady, once per change.
+// setReady reports readiness changes to OnReady, once per change. Once
+// shutdown has begun the member is never ready again, whatever a rebalance
+// during the drain or the leave assigns it.
 func (r *Relay) setReady(ready bool) {
+	ready = ready && r.stopAt.Load() == 0
 	if r.readyState.Swap(ready) != ready && r.cfg.OnReady != nil {
 		r.cfg.OnReady(ready)
 	}

@@ -38,6 +38,13 @@ func (r *Relay) deadLetter(it *item, stage string, s pipeline.Settlement) {
 // its partition was revoked meanwhile) and releases it. The span ends first,
 // so that a commit covering the record implies its span has ended.
 func (r *Relay) settle(it *item, s pipeline.Settlement) {
+	if it.tr.Context().Err() != nil {
+		// The partition moved while the record was in flight (a late
+		// acknowledgement): the tracker refuses it and the next owner
+		// settles the record, so it is counted there, not here.
+		r.abandon(it, endReason(it.tr))
+		return
+	}
 	r.spans.settled(it, s)
 	it.tr.Settle(it.rec.Offset)
 	r.metrics.Settled(r.deliverCtx, s.Outcome.String(), s.Reason, 1)

@@ -208,43 +208,83 @@ func (m *Metrics) Commit(ctx context.Context, ok bool) {
 	m.commits.Add(ctx, 1, m.opt("commit/"+result, func() attribute.Set { return attribute.NewSet(attribute.String("result", result)) }))
 }
 
+// Gauges are what the observable gauges read at each collection.
+type Gauges struct {
+	// Buffered returns how many records are between fetch and settlement.
+	Buffered func() int64
+	// Lag returns, per partition of Topic, the lag as last known: a
+	// partition keeps its series, at its last value, while fetches fail.
+	Lag func() map[int32]int64
+	// Topic and Group label every lag series.
+	Topic, Group string
+}
+
 // ObserveGauges registers the buffered-records gauge and the per-partition
-// lag gauge, read from the callbacks at each collection.
-func (m *Metrics) ObserveGauges(buffered func() int64, lag func() map[int32]int64) error {
+// lag gauge (labelled with the topic, the consumer group and the
+// partition), read from g at each collection.
+func (m *Metrics) ObserveGauges(g Gauges) error {
 	b, err := m.meter.Int64ObservableGauge("atrelay.records.buffered", metric.WithUnit("{record}"), metric.WithDescription("Records between fetch and settlement."))
 	if err != nil {
 		return err
 	}
-	l, err := m.meter.Int64ObservableGauge("atrelay.consumer.lag", metric.WithUnit("{record}"), metric.WithDescription("High watermark minus committed offset, per partition."))
+	l, err := m.meter.Int64ObservableGauge("atrelay.consumer.lag", metric.WithUnit("{record}"),
+		metric.WithDescription("High watermark minus committed offset, per partition, as last known: a series keeps its last value while fetches fail."))
 	if err != nil {
 		return err
 	}
+	topic, group := attribute.String("messaging.destination.name", g.Topic), attribute.String("messaging.consumer.group.name", g.Group)
 	_, err = m.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		o.ObserveInt64(b, buffered())
-		for p, v := range lag() {
-			o.ObserveInt64(l, v, metric.WithAttributes(attribute.Int("messaging.destination.partition.id", int(p))))
+		o.ObserveInt64(b, g.Buffered())
+		for p, v := range g.Lag() {
+			o.ObserveInt64(l, v, metric.WithAttributes(topic, group, attribute.Int("messaging.destination.partition.id", int(p))))
 		}
 		return nil
 	}, b, l)
 	return err
 }
 
-// Health serves /healthz (the process runs) and /readyz (the member has
-// partitions and is not shutting down).
+// Health serves /healthz (the process runs) and /readyz: ready while the
+// member owns at least one partition and, when LastContact is set, has had
+// a successful fetch or group request within ReadyTimeout. Set the fields
+// before serving; SetReady is safe for concurrent use.
 type Health struct {
+	// ReadyTimeout is how old LastContact may be; 0 checks ownership only.
+	ReadyTimeout time.Duration
+	// LastContact returns when the member last had a successful fetch or
+	// group request (the zero time before any): relay.Relay.LastContact.
+	LastContact func() time.Time
+
 	ready atomic.Bool
 }
 
-// SetReady sets readiness.
+// SetReady sets whether the member owns partitions (relay.Config.OnReady).
 func (h *Health) SetReady(ready bool) { h.ready.Store(ready) }
+
+// Ready reports readiness, and when not ready, why.
+func (h *Health) Ready() (bool, string) {
+	if !h.ready.Load() {
+		return false, "the member owns no partition (joining the group, rebalancing, or shutting down)"
+	}
+	if h.ReadyTimeout > 0 && h.LastContact != nil {
+		last := h.LastContact()
+		if last.IsZero() {
+			return false, "no successful fetch or heartbeat yet"
+		}
+		if since := time.Since(last); since > h.ReadyTimeout {
+			return false, fmt.Sprintf("no successful fetch or heartbeat for %s (ready_timeout %s): Kafka is unreachable or not answering",
+				since.Round(time.Second), h.ReadyTimeout)
+		}
+	}
+	return true, ""
+}
 
 // Handler serves both endpoints.
 func (h *Health) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !h.ready.Load() {
-			http.Error(w, "not ready: no partitions assigned yet, or shutting down", http.StatusServiceUnavailable)
+		if ok, why := h.Ready(); !ok {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -252,26 +292,59 @@ func (h *Health) Handler() http.Handler {
 	return mux
 }
 
-// Serve serves h on addr until ctx ends; an empty or "off" addr serves
-// nothing.
-func Serve(ctx context.Context, addr string, h http.Handler) error {
-	if addr == "" || addr == "off" {
-		<-ctx.Done()
-		return nil
+// Server is an HTTP endpoint whose address is already bound. Listen binds
+// it, so that a port in use fails the start before anything else runs;
+// Serve then serves until its context ends.
+type Server struct {
+	ln  net.Listener // nil when off
+	srv *http.Server
+}
+
+// Listen binds addr for h; an empty or "off" addr gives a Server that
+// serves nothing. The error names the address.
+func Listen(addr string, h http.Handler) (*Server, error) {
+	if addr == "" || addr == Off {
+		return &Server{}, nil
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
+	return &Server{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}}, nil
+}
+
+// Addr returns the bound address (with the port the system chose for
+// ":0"), or "off".
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return Off
+	}
+	return s.ln.Addr().String()
+}
+
+// Serve serves until ctx ends, then shuts down within 5 s. It returns nil
+// after ctx ended, and the error that stopped it otherwise.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.ln == nil {
 		<-ctx.Done()
+		return nil
+	}
+	stop := context.AfterFunc(ctx, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
+		_ = s.srv.Shutdown(sctx)
+	})
+	defer stop()
+	if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", s.ln.Addr(), err)
 	}
 	return nil
+}
+
+// Close releases the address of a Server that was never served.
+func (s *Server) Close() error {
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Close()
 }

@@ -27,7 +27,10 @@ func TestPrometheusExposition(t *testing.T) {
 	m.Adjusted(ctx, "truncated", 2)
 	m.Adjusted(ctx, "out_of_range", 1)
 	m.Adjusted(ctx, "truncated", 1)
-	if err := m.ObserveGauges(func() int64 { return 42 }, func() map[int32]int64 { return map[int32]int64{3: 7} }); err != nil {
+	if err := m.ObserveGauges(telemetry.Gauges{
+		Buffered: func() int64 { return 42 }, Lag: func() map[int32]int64 { return map[int32]int64{3: 7} },
+		Topic: "events", Group: "atrelay",
+	}); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(tel.Handler())
@@ -44,7 +47,7 @@ func TestPrometheusExposition(t *testing.T) {
 		`outcome="delivered",reason=""} 5`,
 		`atrelay_http_client_request_duration_seconds_count{http_response_status_code="503"`,
 		`atrelay_records_buffered{`,
-		`atrelay_consumer_lag{messaging_destination_partition_id="3"`,
+		`atrelay_consumer_lag{messaging_consumer_group_name="atrelay",messaging_destination_name="events",messaging_destination_partition_id="3"`,
 		`atrelay_offsets_commits_total{`,
 		`atrelay_properties_adjusted_total{otel_scope_name="github.com/atrelay/atrelay",otel_scope_schema_url="",otel_scope_version="",reason="truncated"} 3`,
 		`reason="out_of_range"} 1`,
