@@ -154,7 +154,7 @@ func (m *Metrics) Settled(ctx context.Context, outcome, reason string, n int64) 
 }
 
 func (m *Metrics) site(site string) metric.MeasurementOption {
-	return m.opt("site/"+site, func() attribute.Set { return attribute.NewSet(attribute.String("site", site)) })
+	return m.opt("site/"+site, func() attribute.Set { return attribute.NewSet(attribute.String("integration", site)) })
 }
 
 // BatchSize records a flushed batch.
@@ -165,14 +165,14 @@ func (m *Metrics) BatchSize(ctx context.Context, site string, n int) {
 // Request records one collect attempt.
 func (m *Metrics) Request(ctx context.Context, site string, status int, d time.Duration) {
 	m.requests.Record(ctx, d.Seconds(), m.opt("r/"+site+"/"+strconv.Itoa(status), func() attribute.Set {
-		return attribute.NewSet(attribute.String("site", site), attribute.Int("http.response.status_code", status))
+		return attribute.NewSet(attribute.String("integration", site), attribute.Int("http.response.status_code", status))
 	}))
 }
 
 // Retry counts a retry.
 func (m *Metrics) Retry(ctx context.Context, site, reason string) {
 	m.retries.Add(ctx, 1, m.opt("retry/"+site+"/"+reason, func() attribute.Set {
-		return attribute.NewSet(attribute.String("site", site), attribute.String("reason", reason))
+		return attribute.NewSet(attribute.String("integration", site), attribute.String("reason", reason))
 	}))
 }
 

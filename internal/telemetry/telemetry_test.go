@@ -23,6 +23,7 @@ func TestPrometheusExposition(t *testing.T) {
 	m.Settled(ctx, "filtered", "no_idclient", 1)
 	m.Settled(ctx, "delivered", "", 5)
 	m.Request(ctx, "fitness", 503, 20*time.Millisecond)
+	m.Retry(ctx, "fitness", "connection_refused")
 	m.Commit(ctx, true)
 	m.Adjusted(ctx, "truncated", 2)
 	m.Adjusted(ctx, "out_of_range", 1)
@@ -45,7 +46,9 @@ func TestPrometheusExposition(t *testing.T) {
 	for _, want := range []string{
 		`atrelay_records_settled_total{otel_scope_name="github.com/atrelay/atrelay",otel_scope_schema_url="",otel_scope_version="",outcome="filtered",reason="no_idclient"} 3`,
 		`outcome="delivered",reason=""} 5`,
-		`atrelay_http_client_request_duration_seconds_count{http_response_status_code="503"`,
+		`atrelay_http_client_request_duration_seconds_count{http_response_status_code="503",integration="fitness"`,
+		// The label is the log lines' field name for the same thing.
+		`atrelay_http_client_retries_total{integration="fitness",otel_scope_name="github.com/atrelay/atrelay",otel_scope_schema_url="",otel_scope_version="",reason="connection_refused"} 1`,
 		`atrelay_records_buffered{`,
 		`atrelay_consumer_lag{messaging_consumer_group_name="atrelay",messaging_destination_name="events",messaging_destination_partition_id="3"`,
 		`atrelay_offsets_commits_total{`,
