@@ -146,3 +146,32 @@ func TestDescribe(t *testing.T) {
 		}
 	})
 }
+
+// TestThrottle: a message repeated every 500 ms for 30 s passes once per
+// period, and each later line says how many were dropped in between.
+// Mutations caught: no throttling (60 lines); the suppressed count not
+// reset (it grows past 19); derived handlers (With) not sharing the state
+// (the "other" logger's lines pass too).
+func TestThrottle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var buf bytes.Buffer
+		log := slog.New(failurelog.Throttle(slog.NewTextHandler(&buf, nil), failurelog.DefaultPeriod))
+		other := log.With("broker", 2)
+		for i := range 60 {
+			log.Warn("unable to open connection to broker", "attempt", i)
+			other.Warn("unable to open connection to broker", "attempt", i)
+			log.Info("a different message")
+			time.Sleep(500 * time.Millisecond)
+		}
+		out := buf.String()
+		if n := strings.Count(out, "unable to open connection"); n != 3 {
+			t.Errorf("%d lines of the repeated message over 30 s, want 3 (one per 10 s):\n%s", n, out)
+		}
+		if n := strings.Count(out, "suppressed=39"); n != 2 {
+			t.Errorf("%d lines say suppressed=39 (the other 39 of the 10 s before), want 2:\n%s", n, out)
+		}
+		if n := strings.Count(out, "a different message"); n != 3 {
+			t.Errorf("other messages are throttled on their own: %d lines, want 3", n)
+		}
+	})
+}

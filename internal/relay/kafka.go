@@ -12,6 +12,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/plugin/kslog"
+
+	"github.com/atrelay/atrelay/internal/failurelog"
 )
 
 // kafkaHooks watch the consumer client's traffic with the brokers. A
@@ -126,12 +128,15 @@ func seedBrokers(opts []kgo.Opt) []string {
 }
 
 // kafkaLogger is the Kafka client's logger: log's records with
-// component=kafka, from WARN up. franz-go's INFO lines (every join, sync
-// and metadata refresh) pass only when log is at DEBUG.
+// component=kafka, from WARN up, each message at most once per
+// failurelog.DefaultPeriod (franz-go logs every failed dial, twice a second
+// while a broker is down; our own kafka connection lines summarise those).
+// franz-go's INFO lines (every join, sync and metadata refresh), and every
+// repeat, pass only when log is at DEBUG.
 func kafkaLogger(log *slog.Logger) *kslog.Logger {
 	h := log.With("component", "kafka").Handler()
 	if !h.Enabled(context.Background(), slog.LevelDebug) {
-		h = minLevel{Handler: h, min: slog.LevelWarn}
+		h = failurelog.Throttle(minLevel{Handler: h, min: slog.LevelWarn}, failurelog.DefaultPeriod)
 	}
 	return kslog.New(slog.New(h))
 }
