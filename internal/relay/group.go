@@ -166,6 +166,12 @@ func (r *Relay) commit(ctx context.Context) {
 		r.onCommit(offs)
 	}
 	r.cl.CommitOffsetsSync(ctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil && errors.Is(ctx.Err(), context.Canceled) {
+			// Shutdown cut a periodic commit short: not a broker
+			// failure, and the final commit (whose context only times
+			// out, and is reported when it does) sends these offsets.
+			return
+		}
 		if err != nil {
 			r.metrics.Commit(ctx, false)
 			r.commitLog.Failed(err, "note", "retrying at each commit interval; nothing is lost, records may be sent again after a restart")
