@@ -258,11 +258,32 @@ func (r *Relay) Lag() map[int32]int64 {
 // shutdown.
 func (r *Relay) Run(ctx context.Context) error {
 	defer r.cancelDeliver()
-
 	// The client's context ends closeGrace after the drain at the latest,
 	// so that nothing the client waits for can hold Close.
 	clientCtx, cancelClient := context.WithCancel(context.Background())
 	defer cancelClient()
+	if err := r.connect(ctx, clientCtx); err != nil {
+		return err
+	}
+	defer r.dlq.Close()
+	r.sender = newSender(r, r.cfg.Delivery.Concurrency)
+	r.batcher = batch.New(r.cfg.Batch, r.sender.enqueue)
+	workers, workersDone := r.startWorkers()
+	var background sync.WaitGroup
+	background.Go(func() { r.commitLoop(ctx) })
+	background.Go(func() { r.watchGroup(ctx) })
+
+	r.poll(ctx, workers)
+
+	r.drain(workers, workersDone)
+	background.Wait()
+	r.leave(cancelClient)
+	return nil
+}
+
+// connect creates the consumer client (its context is clientCtx) and the
+// dead-letter writer.
+func (r *Relay) connect(ctx, clientCtx context.Context) error {
 	r.kafkaLog = failurelog.New(r.log.With("seeds", seedBrokers(r.cfg.ClientOpts)), "kafka connection", slog.LevelWarn, failurelog.DefaultPeriod)
 	cl, err := kgo.NewClient(append(r.clientOpts(), kgo.WithContext(clientCtx))...)
 	if err != nil {
@@ -281,25 +302,14 @@ func (r *Relay) Run(ctx context.Context) error {
 		cl.Close()
 		return fmt.Errorf("relay: %w", err)
 	}
-	defer r.dlq.Close()
-	r.sender = newSender(r, r.cfg.Delivery.Concurrency)
-	r.batcher = batch.New(r.cfg.Batch, r.sender.enqueue)
+	return nil
+}
 
-	workers, workersDone := r.startWorkers()
-	commitDone := make(chan struct{})
-	go func() {
-		defer close(commitDone)
-		r.commitLoop(ctx)
-	}()
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		r.watchGroup(ctx)
-	}()
-
-	r.poll(ctx, workers)
-
-	// Shutdown: one deadline for the drains.
+// drain is the shutdown's one deadline, shutdown_timeout from now: the
+// workers finish what they hold, the batches are flushed, and in-flight
+// records settle until the deadline; what is still unsettled then is
+// abandoned (its partition's next owner processes it again).
+func (r *Relay) drain(workers []chan []*item, workersDone *sync.WaitGroup) {
 	deadline := time.Now().Add(r.cfg.Delivery.ShutdownTimeout)
 	r.stopAt.Store(deadline.UnixNano())
 	r.setReady(false)
@@ -321,10 +331,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.cancelDeliver()
 	r.sender.close()
 	r.inflight.Wait()
-	<-commitDone
-	<-watchDone
+}
 
-	// The end: the final commit and the leave, within closeGrace.
+// leave commits what settled and leaves the group, within closeGrace:
+// then cancelClient cuts off whatever the client still waits for.
+func (r *Relay) leave(cancelClient context.CancelFunc) {
 	closeCtx, cancelClose := context.WithTimeout(context.Background(), closeGrace)
 	defer cancelClose()
 	stop := context.AfterFunc(closeCtx, cancelClient)
@@ -335,11 +346,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	// Leaving the group calls revoked for every partition: it finds nothing
 	// left to drain (the deadline has passed or everything settled) and
 	// ends the assignments.
-	cl.CloseAllowingRebalance()
+	r.cl.CloseAllowingRebalance()
 	r.kafkaLog.Flush()
 	r.groupLog.Flush()
 	r.fetchLog.Flush()
-	return nil
 }
 
 func (r *Relay) clientOpts() []kgo.Opt {
