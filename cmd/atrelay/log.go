@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/atrelay/atrelay/internal/redact"
+	"github.com/atrelay/atrelay/internal/telemetry"
 )
 
 // levels are the values of --log-level.
@@ -15,7 +16,9 @@ var levels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelI
 // newLogger logs JSON in production and text in a terminal ("auto"), at
 // level and above. Every package logs through it, so what it does here
 // holds for every log line: durations read as Go durations ("1.5s", not
-// nanoseconds), and a URL with credentials never appears.
+// nanoseconds), a URL with credentials never appears, and a line logged
+// with a context that carries a span (a record's, a collect request's)
+// has its trace_id and span_id.
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	lvl, ok := levels[level]
 	if !ok {
@@ -41,7 +44,8 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	}
 	// redact.Handler: a URL with credentials (a registry written as
 	// https://user:key@host) never reaches the log, whoever logs it.
-	return slog.New(redact.Handler(h)), nil
+	// telemetry.TraceHandler: trace_id and span_id from the context.
+	return slog.New(telemetry.TraceHandler(redact.Handler(h))), nil
 }
 
 // durationString writes a time.Duration as Go writes it ("1.5s"); the

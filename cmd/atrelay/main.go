@@ -12,13 +12,17 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/atrelay/atrelay/internal/app"
 	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/demo"
+	"github.com/atrelay/atrelay/internal/dlqreplay"
+	"github.com/atrelay/atrelay/internal/groupoffsets"
 	"github.com/atrelay/atrelay/internal/sandbox"
 )
 
@@ -128,31 +132,149 @@ var commands = []command{
 			})
 		}
 	}},
-	{"offsets show", "--config FILE", "committed offset, end offset and lag per partition", func(fs *flag.FlagSet) action {
+	{"offsets show", "--config FILE [--output text|json]", "committed offset, log, lag and owning member per partition", func(fs *flag.FlagSet) action {
 		cfgPath := configFlag(fs)
+		output := fs.String("output", "text", "output `FORMAT`: text or json (lag, member id, client id and host per partition)")
 		return func(ctx context.Context, stdout, _ io.Writer) error {
-			cfg, err := load(*cfgPath)
-			if err != nil {
-				return err
-			}
-			return app.Offsets(ctx, cfg, false, "", false, stdout)
-		}
-	}},
-	{"offsets reset", "--config FILE --to earliest|latest|<RFC3339>|<p:o,...> [--execute]", "move the group's offsets; a dry run unless --execute; refuses while the group has members", func(fs *flag.FlagSet) action {
-		cfgPath := configFlag(fs)
-		to := fs.String("to", "", "reset target: earliest, latest, an RFC 3339 time, or partition:offset pairs")
-		execute := fs.Bool("execute", false, "commit the new offsets (default: print them only)")
-		return func(ctx context.Context, stdout, _ io.Writer) error {
-			if *to == "" {
-				return usageError{msg: "offsets reset: --to is required"}
+			if *output != "text" && *output != "json" {
+				return usageError{msg: fmt.Sprintf("offsets show: --output %q: want text or json", *output)}
 			}
 			cfg, err := load(*cfgPath)
 			if err != nil {
 				return err
 			}
-			return app.Offsets(ctx, cfg, true, *to, *execute, stdout)
+			return app.ShowOffsets(ctx, cfg, *output == "json", stdout)
 		}
 	}},
+	{"offsets reset", "--config FILE (--to earliest|latest|<RFC3339>|<p:o,...> | --shift-by N | --by-duration D | --from-file FILE) [--partitions P,...] [--export FILE] [--execute]",
+		"move the group's offsets; a dry run unless --execute; refuses while the group has members", func(fs *flag.FlagSet) action {
+			cfgPath := configFlag(fs)
+			var (
+				strategies []string // the strategy flags given, in order
+				strategy   groupoffsets.Strategy
+				partitions []int32
+				fromFile   string
+			)
+			set := func(name string, parse func(string) (groupoffsets.Strategy, error)) func(string) error {
+				return func(v string) error {
+					s, err := parse(v)
+					if err == nil {
+						strategies, strategy = append(strategies, "--"+name), s
+					}
+					return err
+				}
+			}
+			fs.Func("to", "reset to `TARGET`: earliest, latest, an RFC 3339 time, or partition:offset pairs (0:120,3:0; out of the log is an error)", set("to", groupoffsets.ParseTo))
+			fs.Func("shift-by", "move each committed offset by `N` (negative: back), clamped to the log", set("shift-by", func(v string) (groupoffsets.Strategy, error) {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					return groupoffsets.Strategy{}, errors.New("want an integer")
+				}
+				return groupoffsets.ShiftBy(n), nil
+			}))
+			fs.Func("by-duration", "reset to the first record at or after now minus `D` (a Go duration: 2h, 90m)", set("by-duration", func(v string) (groupoffsets.Strategy, error) {
+				d, err := time.ParseDuration(v)
+				if err != nil || d <= 0 {
+					return groupoffsets.Strategy{}, errors.New("want a positive duration with a unit (2h, 90m)")
+				}
+				return groupoffsets.ByDuration(d), nil
+			}))
+			fs.Func("from-file", "apply the plan in `FILE`, saved with --export or by kafka-consumer-groups --export (CSV topic,partition,offset, or JSON if FILE ends in .json), clamped to the log", func(v string) error {
+				if v == "" {
+					return errors.New("want a file")
+				}
+				strategies, fromFile = append(strategies, "--from-file"), v
+				return nil
+			})
+			fs.Func("partitions", "only these `PARTITIONS` (0,3); the others keep their offsets", func(v string) (err error) {
+				partitions, err = groupoffsets.ParsePartitions(v)
+				return err
+			})
+			export := fs.String("export", "", "also write the plan to `FILE`: CSV as kafka-consumer-groups --export writes it, JSON if FILE ends in .json")
+			execute := fs.Bool("execute", false, "commit the new offsets (default: print them only)")
+			return func(ctx context.Context, stdout, _ io.Writer) error {
+				switch len(strategies) {
+				case 0:
+					return usageError{msg: "offsets reset: one of --to, --shift-by, --by-duration or --from-file is required"}
+				case 1:
+				default:
+					if strategies[0] == strategies[1] {
+						return usageError{msg: fmt.Sprintf("offsets reset: %s given twice", strategies[0])}
+					}
+					return usageError{msg: fmt.Sprintf("offsets reset: %s and %s do not go together", strategies[0], strategies[1])}
+				}
+				if fromFile != "" {
+					strategy = groupoffsets.FromPlan(groupoffsets.Plan{})
+				}
+				if partitions != nil {
+					var err error
+					if strategy, err = strategy.Only(partitions); err != nil {
+						return usageError{msg: "offsets reset: " + err.Error()}
+					}
+				}
+				if fromFile != "" {
+					plan, err := groupoffsets.ReadPlanFile(fromFile)
+					if err != nil {
+						return err
+					}
+					strategy = groupoffsets.FromPlan(plan)
+				}
+				cfg, err := load(*cfgPath)
+				if err != nil {
+					return err
+				}
+				return app.ResetOffsets(ctx, cfg, strategy, *export, *execute, stdout)
+			}
+		}},
+	{"dlq replay", "--config FILE [--reason R]... [--partition P [--offset O]] [--since TIME] [--execute]",
+		"put dead-lettered records back on their source topic; a dry run unless --execute", func(fs *flag.FlagSet) action {
+			cfgPath := configFlag(fs)
+			var o dlqreplay.Options
+			fs.Func("reason", "replay records dead-lettered for `REASON` (atrelay.reason: http_400, corrupt, …); repeatable; required with --execute", func(v string) error {
+				if v == "" {
+					return errors.New("want a reason")
+				}
+				o.Reasons = append(o.Reasons, v)
+				return nil
+			})
+			fs.Func("partition", "only records dead-lettered from `PARTITION` of the source topic", func(v string) error {
+				p, err := strconv.ParseInt(v, 10, 32)
+				if err != nil || p < 0 {
+					return errors.New("want a partition number")
+				}
+				o.Partition = new(int32(p))
+				return nil
+			})
+			fs.Func("offset", "only the record dead-lettered from `OFFSET` of --partition", func(v string) error {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil || n < 0 {
+					return errors.New("want an offset")
+				}
+				o.Offset = &n
+				return nil
+			})
+			fs.Func("since", "read only what was dead-lettered at or after `TIME` (RFC 3339); default: the whole topic", func(v string) (err error) {
+				o.Since, err = time.Parse(time.RFC3339Nano, v)
+				if err != nil {
+					return errors.New("want an RFC 3339 time (2026-11-01T00:00:00Z)")
+				}
+				return nil
+			})
+			fs.BoolVar(&o.Execute, "execute", false, "produce the records (default: print what would be replayed)")
+			return func(ctx context.Context, stdout, _ io.Writer) error {
+				if o.Offset != nil && o.Partition == nil {
+					return usageError{msg: "dlq replay: --offset needs --partition"}
+				}
+				if o.Execute && len(o.Reasons) == 0 {
+					return usageError{msg: "dlq replay: --execute needs at least one --reason (a dry run lists the reasons present)"}
+				}
+				cfg, err := load(*cfgPath)
+				if err != nil {
+					return err
+				}
+				return app.Replay(ctx, cfg, o, stdout)
+			}
+		}},
 	{"send-test", "--config FILE --integration NAME", "one test hit, to see it arrive in Piano", func(fs *flag.FlagSet) action {
 		cfgPath := configFlag(fs)
 		name := fs.String("integration", "", "the integration to send a test hit for")
@@ -195,18 +317,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		args = append([]string{"version"}, args[1:]...)
 	}
 	c, rest := find(args)
-	if c == nil && args[0] == "offsets" {
-		var help []string
-		for _, sub := range []string{"show", "reset"} {
-			c, _ := find([]string{"offsets", sub})
-			fs, _ := c.flagSet()
-			help = append(help, c.help(fs))
+	if subs := subcommands(args[0]); c == nil && len(subs) > 0 {
+		var help, names []string
+		for _, sub := range subs {
+			fs, _ := sub.flagSet()
+			help = append(help, sub.help(fs))
+			names = append(names, strings.TrimPrefix(sub.name, args[0]+" "))
 		}
 		if len(args) > 1 && slices.Contains([]string{"-h", "-help", "--help"}, args[1]) {
 			fmt.Fprint(stdout, strings.Join(help, "\n"))
 			return nil
 		}
-		return usageError{"offsets: show or reset?", strings.Join(help, "\n")}
+		return usageError{args[0] + ": " + strings.Join(names, " or ") + "?", strings.Join(help, "\n")}
 	}
 	if c == nil {
 		return usageError{fmt.Sprintf("unknown command %q", args[0]), usage()}
@@ -232,8 +354,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
+// subcommands returns the commands whose name is word and another
+// ("offsets" has show and reset).
+func subcommands(word string) []*command {
+	var subs []*command
+	for i := range commands {
+		if strings.HasPrefix(commands[i].name, word+" ") {
+			subs = append(subs, &commands[i])
+		}
+	}
+	return subs
+}
+
 // find returns the command that args start with (one word, or two for
-// offsets) and the rest of args; nil and args if none.
+// offsets and dlq) and the rest of args; nil and args if none.
 func find(args []string) (*command, []string) {
 	for i := range commands {
 		words := strings.Fields(commands[i].name)

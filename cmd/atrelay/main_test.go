@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"flag"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/atrelay/atrelay/internal/app"
@@ -79,9 +82,16 @@ integrations:
 // to do (printing the usage that does), 1 for an error.
 //
 // Mutations caught: dropping the fs.NArg check exits 0 (check, version)
-// or says "--to is required" (offsets reset) for stray arguments;
-// returning flag.ErrHelp as a usage error (as before) exits 2 for
-// "help check"; not checking --log-level accepts "loud".
+// or says "one of --to, … is required" (offsets reset) for stray
+// arguments; returning flag.ErrHelp as a usage error (as before) exits 2
+// for "help check"; not checking --log-level accepts "loud". For offsets
+// and dlq (each runs on, with the context cancelled, to exit 1): counting
+// only whether a strategy was given, not how many, fails the three
+// "do not go together"/"given twice" rows; checking --partitions only
+// after reading the plan fails the --from-file --partitions row; ignoring
+// --shift-by's parse error fails its two rows; dropping the checks of
+// --output, of --execute without --reason, or of --offset without
+// --partition fails that row.
 func TestExitCodes(t *testing.T) {
 	t.Setenv("KAFKA_PASSWORD", "x")
 	cfg := "../../deploy/atrelay.example.yaml"
@@ -106,7 +116,38 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"check", "--config", cfg, "extra"}, 2, "", `atrelay: check: unexpected argument "extra"`},
 		{[]string{"check", "--config", cfg, "--print", "--connect"}, 2, "", "atrelay: check: --connect and --print do not go together"},
 		{[]string{"offsets", "reset", "--config", cfg, "extra", "--to", "latest"}, 2, "", `atrelay: offsets reset: unexpected argument "extra"`},
-		{[]string{"offsets", "reset", "--config", cfg}, 2, "", "atrelay: offsets reset: --to is required"},
+		{[]string{"offsets", "reset", "--config", cfg}, 2, "", "atrelay: offsets reset: one of --to, --shift-by, --by-duration or --from-file is required\n\nUsage: atrelay offsets reset"},
+		{[]string{"offsets", "reset", "--config", cfg, "--to", "yesterday"}, 2, "", `atrelay: offsets reset: invalid value "yesterday" for flag -to: "yesterday": want earliest, latest, an RFC 3339 time`},
+		{[]string{"offsets", "reset", "--config", cfg, "--to", "0:x"}, 2, "", `atrelay: offsets reset: invalid value "0:x" for flag -to: "0:x": "0:x" is not partition:offset`},
+		{[]string{"offsets", "reset", "--config", cfg, "--to", "0:1,0:2"}, 2, "", `"0:1,0:2": partition 0 twice`},
+		{[]string{"offsets", "reset", "--config", cfg, "--to", "earliest", "--shift-by", "1"}, 2, "", "atrelay: offsets reset: --to and --shift-by do not go together"},
+		{[]string{"offsets", "reset", "--config", cfg, "--by-duration", "1h", "--from-file", "p.csv"}, 2, "", "atrelay: offsets reset: --by-duration and --from-file do not go together"},
+		{[]string{"offsets", "reset", "--config", cfg, "--to", "earliest", "--to", "latest"}, 2, "", "atrelay: offsets reset: --to given twice"},
+		{[]string{"offsets", "reset", "--config", cfg, "--shift-by", "x"}, 2, "", `atrelay: offsets reset: invalid value "x" for flag -shift-by: want an integer`},
+		{[]string{"offsets", "reset", "--config", cfg, "--shift-by", "1.5"}, 2, "", `invalid value "1.5" for flag -shift-by: want an integer`},
+		{[]string{"offsets", "reset", "--config", cfg, "--by-duration", "2"}, 2, "", `atrelay: offsets reset: invalid value "2" for flag -by-duration: want a positive duration with a unit (2h, 90m)`},
+		{[]string{"offsets", "reset", "--config", cfg, "--by-duration", "-1h"}, 2, "", `invalid value "-1h" for flag -by-duration: want a positive duration`},
+		{[]string{"offsets", "reset", "--config", cfg, "--from-file", ""}, 2, "", `invalid value "" for flag -from-file: want a file`},
+		{[]string{"offsets", "reset", "--config", cfg, "--latest"}, 2, "", "atrelay: offsets reset: flag provided but not defined: -latest"},
+		{[]string{"offsets", "reset", "--config", cfg, "--to", "latest", "--partitions", "a"}, 2, "", `atrelay: offsets reset: invalid value "a" for flag -partitions: "a": "a" is not a partition number`},
+		{[]string{"offsets", "reset", "--config", cfg, "--to", "latest", "--partitions", "0,-1"}, 2, "", `invalid value "0,-1" for flag -partitions: "0,-1": "-1" is not a partition number`},
+		{[]string{"offsets", "reset", "--config", cfg, "--to", "0:5", "--partitions", "1"}, 2, "", "atrelay: offsets reset: --partitions does not go with --to partition:offset: it names its partitions"},
+		{[]string{"offsets", "reset", "--config", cfg, "--from-file", "does-not-exist.csv", "--partitions", "1"}, 2, "", "atrelay: offsets reset: --partitions does not go with --from-file: it names its partitions"},
+		{[]string{"offsets", "reset", "--config", cfg, "--from-file", "does-not-exist.csv"}, 1, "", "atrelay: read the plan: open does-not-exist.csv: no such file or directory\n"},
+		{[]string{"offsets", "reset", "--to", "latest"}, 2, "", "atrelay: --config is required\n\nUsage: atrelay offsets reset"},
+		{[]string{"offsets", "show", "--config", cfg, "--output", "xml"}, 2, "", `atrelay: offsets show: --output "xml": want text or json` + "\n\nUsage: atrelay offsets show"},
+		{[]string{"dlq"}, 2, "", "atrelay: dlq: replay?\n\nUsage: atrelay dlq replay"},
+		{[]string{"dlq", "--help"}, 0, "Usage: atrelay dlq replay", ""},
+		{[]string{"help", "dlq"}, 0, "Usage: atrelay dlq replay", ""},
+		{[]string{"dlq", "replay", "--config", cfg, "--execute"}, 2, "", "atrelay: dlq replay: --execute needs at least one --reason (a dry run lists the reasons present)\n\nUsage: atrelay dlq replay"},
+		{[]string{"dlq", "replay", "--config", cfg, "--offset", "3"}, 2, "", "atrelay: dlq replay: --offset needs --partition"},
+		{[]string{"dlq", "replay", "--config", cfg, "--partition", "x"}, 2, "", `atrelay: dlq replay: invalid value "x" for flag -partition: want a partition number`},
+		{[]string{"dlq", "replay", "--config", cfg, "--partition", "-1"}, 2, "", `invalid value "-1" for flag -partition: want a partition number`},
+		{[]string{"dlq", "replay", "--config", cfg, "--partition", "0", "--offset", "-1"}, 2, "", `invalid value "-1" for flag -offset: want an offset`},
+		{[]string{"dlq", "replay", "--config", cfg, "--since", "yesterday"}, 2, "", `atrelay: dlq replay: invalid value "yesterday" for flag -since: want an RFC 3339 time (2026-11-01T00:00:00Z)`},
+		{[]string{"dlq", "replay", "--config", cfg, "--reason", ""}, 2, "", `invalid value "" for flag -reason: want a reason`},
+		{[]string{"dlq", "replay", "--config", cfg, "--reason", "http_400", "extra"}, 2, "", `atrelay: dlq replay: unexpected argument "extra"`},
+		{[]string{"dlq", "replay", "--reason", "http_400"}, 2, "", "atrelay: --config is required\n\nUsage: atrelay dlq replay"},
 		{[]string{"send-test", "--config", cfg}, 2, "", "atrelay: send-test: --integration is required"},
 		{[]string{"version", "extra"}, 2, "", `atrelay: version: unexpected argument "extra"`},
 		{[]string{"run", "--log-level", "loud", "--config", cfg}, 2, "", `atrelay: run: --log-level "loud": want debug, info, warn or error`},
@@ -387,6 +428,74 @@ integrations:
 			}
 			if (err == nil) != strings.HasPrefix(tt.want, "ok") {
 				t.Fatalf("err = %v\n%s", err, all)
+			}
+		})
+	}
+}
+
+// TestOffsetsCommands runs `offsets show` and `offsets reset` as an
+// operator would: show --output json names the lag per partition; reset
+// --shift-by with --export writes the plan (CSV or JSON) and --execute
+// commits it; after the offsets move elsewhere, reset --from-file with
+// that plan commits the same offsets again.
+//
+// Mutation caught: ResetOffsets exporting after the commit only when
+// execute is false (the export skipped with --execute) fails at reading
+// the plan.
+func TestOffsetsCommands(t *testing.T) {
+	kafka := testkafka.New(t)
+	topic, group := kafka.Name(t, "events"), kafka.Name(t, "group")
+	kafka.CreateTopic(t, topic, 2)
+	var recs []*kgo.Record
+	for p := range int32(2) {
+		for range 10 {
+			recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Value: []byte("v")})
+		}
+	}
+	kafka.Produce(t, recs...)
+	cfgPath := writeFile(t, `
+kafka: {brokers: ["`+strings.Join(kafka.Brokers(), `","`)+`"], topic: "`+topic+`", group: "`+group+`"}
+integrations:
+  - {name: a, app_id: x, site_id: 1, collect_domain: d, events: [TRIAL_STARTED]}
+`)
+	cli := func(args ...string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		if code := cli(context.Background(), append(args, "--config", cfgPath), &stdout, &stderr); code != 0 {
+			t.Fatalf("%v: exit %d\n%s", args, code, stderr.String())
+		}
+		return stdout.String()
+	}
+	cli("offsets", "reset", "--to", "0:6,1:8", "--execute")
+	var shown struct {
+		TotalLag   int64 `json:"total_lag"`
+		Partitions []struct {
+			Partition int32 `json:"partition"`
+			Lag       int64 `json:"lag"`
+		} `json:"partitions"`
+	}
+	if err := json.Unmarshal([]byte(cli("offsets", "show", "--output", "json")), &shown); err != nil {
+		t.Fatal(err)
+	}
+	if shown.TotalLag != 6 || len(shown.Partitions) != 2 || shown.Partitions[1].Lag != 2 {
+		t.Fatalf("show --output json: %+v", shown)
+	}
+	for _, name := range []string{"plan.csv", "plan.json"} {
+		t.Run(name, func(t *testing.T) {
+			plan := filepath.Join(t.TempDir(), name)
+			cli("offsets", "reset", "--to", "0:6,1:8", "--execute")
+			out := cli("offsets", "reset", "--shift-by", "-7", "--partitions", "1", "--export", plan, "--execute")
+			if !strings.Contains(out, "plan written to "+plan) || !strings.Contains(out, "unchanged") {
+				t.Fatalf("reset output:\n%s", out)
+			}
+			want := map[int32]int64{0: 6, 1: 1}
+			if got := kafka.Committed(t, group, topic); !maps.Equal(got, want) {
+				t.Fatalf("after --shift-by: committed %v, want %v", got, want)
+			}
+			cli("offsets", "reset", "--to", "latest", "--execute")
+			cli("offsets", "reset", "--from-file", plan, "--execute")
+			if got := kafka.Committed(t, group, topic); !maps.Equal(got, map[int32]int64{0: 10, 1: 1}) {
+				t.Fatalf("after --from-file: committed %v, want partition 1 back at 1 and 0 left at 10", got)
 			}
 		})
 	}

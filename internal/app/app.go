@@ -10,7 +10,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kotel"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/atrelay/atrelay/codec"
@@ -19,6 +18,7 @@ import (
 	"github.com/atrelay/atrelay/internal/relay"
 	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/sinks/atinternet"
+	"github.com/atrelay/atrelay/sinks/dlq"
 )
 
 // Version is atrelay's version, sent in the User-Agent.
@@ -94,8 +94,10 @@ func Build(cfg *config.Config, o Options) (*Service, error) {
 	}
 	var tracer *kotel.Tracer
 	if o.TracerProvider != nil {
+		// dlq.Propagator: a record's traceparent is read as produced, and
+		// the DLQ copy keeps it; atrelay's own goes under atrelay.traceparent.
 		tracer = kotel.NewTracer(kotel.TracerProvider(o.TracerProvider),
-			kotel.TracerPropagator(propagation.TraceContext{}), kotel.ConsumerGroup(cfg.Kafka.Group))
+			kotel.TracerPropagator(dlq.Propagator()), kotel.ConsumerGroup(cfg.Kafka.Group))
 		kopts = append(kopts, kgo.WithHooks(kotel.NewKotel(kotel.WithTracer(tracer)).Hooks()...))
 		sc.Tracer = o.TracerProvider.Tracer("github.com/atrelay/atrelay/sinks/atinternet")
 	}

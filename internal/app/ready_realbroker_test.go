@@ -38,7 +38,7 @@ func TestReadinessFollowsBroker(t *testing.T) {
 		}
 	}
 	lagSeries := func() int {
-		return strings.Count(get(t, metrics), fmt.Sprintf(`atrelay_consumer_lag{messaging_consumer_group_name=%q,messaging_destination_name=%q,`, w.group, w.topic))
+		return strings.Count(get(t, metrics), fmt.Sprintf(`atrelay_consumer_lag{group=%q,partition=`, w.group))
 	}
 
 	if code, body := waitStatus(t, health, http.StatusOK, 60*time.Second); code != http.StatusOK {

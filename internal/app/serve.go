@@ -11,14 +11,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/atrelay/atrelay/internal/config"
-	"github.com/atrelay/atrelay/internal/groupoffsets"
-	"github.com/atrelay/atrelay/internal/kafkaconn"
 	"github.com/atrelay/atrelay/internal/telemetry"
 	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/sinks/atinternet"
@@ -30,7 +27,14 @@ import (
 // fetching, flush, settle, commit, leave the group), then flushes
 // telemetry. A listener that fails later shuts the relay down too.
 func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	tel, err := telemetry.Setup(cfg.Telemetry.ServiceName, Version)
+	names := make([]string, len(cfg.Integrations))
+	for i := range cfg.Integrations {
+		names[i] = cfg.Integrations[i].Name
+	}
+	tel, err := telemetry.Setup(telemetry.Options{
+		ServiceName: cfg.Telemetry.ServiceName, Version: Version, Logger: log,
+		MaxBufferedEvents: cfg.Delivery.Relay.MaxBufferedEvents, Integrations: names,
+	})
 	if err != nil {
 		return err
 	}
@@ -49,6 +53,8 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Logger:         log,
 		Metrics:        tel.Metrics,
 		OnReady:        health.SetReady,
+		// Both Kafka clients (the consumer's and the DLQ writer's).
+		ClientOpts: []kgo.Opt{kgo.WithHooks(tel.KafkaHooks()...)},
 		SinkHooks: func(c *atinternet.Config) {
 			c.OnResponse = func(site *pipeline.Site, status int, d time.Duration) {
 				tel.Metrics.Request(context.Background(), site.Integration, status, d)
@@ -102,41 +108,6 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	serveErr := g.Wait()
 	log.Info("atrelay stopped")
 	return errors.Join(runErr, serveErr)
-}
-
-// Offsets shows the group's committed offsets and lag, or resets them
-// (a dry run unless execute).
-func Offsets(ctx context.Context, cfg *config.Config, reset bool, to string, execute bool, w io.Writer) error {
-	kopts, err := kafkaconn.Options(cfg.Kafka)
-	if err != nil {
-		return err
-	}
-	cl, err := kgo.NewClient(kopts...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	if !reset {
-		rows, err := groupoffsets.Show(ctx, adm, cfg.Kafka.Group, cfg.Kafka.Topic)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "group %s, topic %s\n", cfg.Kafka.Group, cfg.Kafka.Topic)
-		groupoffsets.Print(w, rows, false)
-		return nil
-	}
-	rows, err := groupoffsets.Reset(ctx, adm, cfg.Kafka.Group, cfg.Kafka.Topic, to, execute)
-	if err != nil {
-		return err
-	}
-	groupoffsets.Print(w, rows, true)
-	if execute {
-		fmt.Fprintf(w, "committed: group %s restarts from the new offsets\n", cfg.Kafka.Group)
-	} else {
-		fmt.Fprintln(w, "dry run: nothing committed; add --execute to apply")
-	}
-	return nil
 }
 
 // Check prints, per integration, every event name and property key it will

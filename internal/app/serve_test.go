@@ -550,7 +550,7 @@ func TestServeReadiness(t *testing.T) {
 		t.Fatalf("/readyz = %d %q with partitions and contact, want 200", code, body)
 	}
 	lag := func(p int) string {
-		return fmt.Sprintf(`atrelay_consumer_lag{messaging_consumer_group_name=%q,messaging_destination_name=%q,messaging_destination_partition_id="%d"`, w.group, w.topic, p)
+		return fmt.Sprintf(`atrelay_consumer_lag{group=%q,partition="%d",topic=%q`, w.group, p, w.topic)
 	}
 	text := get(t, metrics)
 	for p := range 2 {

@@ -14,7 +14,7 @@ package archtest
 // | config | internal/config | service, edge, sinks, pipeline, codec, schemas |
 // | service | internal/relay | offsets, sinks, pipeline, codec, schemas; its tests also assembly, config |
 // | offsets | internal/relay/offsets | — |
-// | edge | internal/telemetry, internal/kafkaconn, internal/groupoffsets | pipeline, codec, schemas |
+// | edge | internal/telemetry, internal/kafkaconn, internal/groupoffsets, internal/dlqreplay | pipeline, codec, schemas |
 // | sinks | sinks/... | pipeline, codec, schemas |
 // | pipeline | pipeline/... | pipeline, codec, schemas |
 // | codec | codec | schemas |
@@ -91,7 +91,7 @@ var layers = []layer{
 	// The only owner of offsets, imported by the service alone.
 	{name: "offsets", pkgs: []string{"internal/relay/offsets"}},
 	// Adapters the assembly wires beside the service.
-	{name: "edge", pkgs: []string{"internal/telemetry", "internal/kafkaconn", "internal/groupoffsets"},
+	{name: "edge", pkgs: []string{"internal/telemetry", "internal/kafkaconn", "internal/groupoffsets", "internal/dlqreplay"},
 		mayImport: []string{"pipeline", "codec", "schemas"}},
 	{name: "sinks", pkgs: []string{"sinks/..."},
 		mayImport: []string{"pipeline", "codec", "schemas"}},

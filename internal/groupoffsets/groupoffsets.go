@@ -1,19 +1,20 @@
 // Package groupoffsets shows and resets the consumer group's committed
 // offsets (`atrelay offsets show|reset`): how operators watch lag and
-// reprocess history.
+// reprocess history, with kafka-consumer-groups' reset strategies.
 package groupoffsets
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // Row is one partition's position.
@@ -22,7 +23,21 @@ type Row struct {
 	Committed int64 // -1 when the group has committed nothing
 	Start     int64 // log start offset
 	End       int64 // end offset (high watermark)
-	Target    int64 // the reset target, for Reset
+	// Target is the reset's new offset; -1 when the reset leaves the
+	// partition alone (and in Show).
+	Target int64
+	// Requested is what the strategy asked for before it was clamped to
+	// [Start, End]; equal to Target unless clamped.
+	Requested int64
+	// Member is the group member assigned the partition; nil when none is.
+	Member *Member
+}
+
+// Member is a group member, as the group coordinator describes it.
+type Member struct {
+	ID       string // the member id the coordinator gave it
+	ClientID string
+	Host     string // as Kafka reports it: "/10.0.0.7"
 }
 
 // Lag is what is left to consume: from the committed offset, or from the
@@ -35,90 +50,140 @@ func (r Row) Lag() int64 {
 	return max(0, r.End-from)
 }
 
-// Show returns the group's position on each partition of topic.
-func Show(ctx context.Context, adm *kadm.Client, group, topic string) ([]Row, error) {
+// Status is the group's position on its topic.
+type Status struct {
+	Group, Topic string
+	State        string // the group's state: Empty, Stable, PreparingRebalance, … ("Dead": no such group)
+	Members      int
+	Rows         []Row // by partition
+}
+
+// TotalLag is the sum of the partitions' lag.
+func (s Status) TotalLag() int64 {
+	var n int64
+	for _, r := range s.Rows {
+		n += r.Lag()
+	}
+	return n
+}
+
+// Show returns the group's position on each partition of topic, and which
+// member owns each.
+func Show(ctx context.Context, adm *kadm.Client, group, topic string) (Status, error) {
+	st := Status{Group: group, Topic: topic}
+	described, err := adm.DescribeGroups(ctx, group)
+	if err != nil {
+		return st, fmt.Errorf("describe group %s: %w", group, err)
+	}
+	owners := map[int32]*Member{}
+	st.State = "Dead"
+	if g, ok := described[group]; ok {
+		if g.Err != nil && !errors.Is(g.Err, kerr.GroupIDNotFound) {
+			return st, fmt.Errorf("describe group %s: %w", group, g.Err)
+		}
+		if g.State != "" {
+			st.State = g.State
+		}
+		st.Members = len(g.Members)
+		for _, m := range g.Members {
+			a, ok := m.Assigned.AsConsumer()
+			if !ok {
+				continue
+			}
+			for _, t := range a.Topics {
+				if t.Topic != topic {
+					continue
+				}
+				for _, p := range t.Partitions {
+					owners[p] = &Member{ID: m.MemberID, ClientID: m.ClientID, Host: m.ClientHost}
+				}
+			}
+		}
+	}
 	starts, err := adm.ListStartOffsets(ctx, topic)
 	if err != nil {
-		return nil, fmt.Errorf("list start offsets: %w", err)
+		return st, fmt.Errorf("list start offsets: %w", err)
 	}
 	ends, err := adm.ListEndOffsets(ctx, topic)
 	if err != nil {
-		return nil, fmt.Errorf("list end offsets: %w", err)
+		return st, fmt.Errorf("list end offsets: %w", err)
 	}
 	committed, err := adm.FetchOffsets(ctx, group)
-	if err != nil {
-		return nil, fmt.Errorf("fetch committed offsets of group %s: %w", group, err)
+	if errors.Is(err, kerr.GroupIDNotFound) { // a group that never committed (kfake says so; Kafka answers empty)
+		committed, err = kadm.OffsetResponses{}, nil
 	}
-	var rows []Row
+	if err != nil {
+		return st, fmt.Errorf("fetch committed offsets of group %s: %w", group, err)
+	}
 	var errs []error
 	ends.Each(func(o kadm.ListedOffset) {
 		if o.Err != nil {
 			errs = append(errs, fmt.Errorf("partition %d: %w", o.Partition, o.Err))
 			return
 		}
-		r := Row{Partition: o.Partition, End: o.Offset, Committed: -1, Target: -1}
+		r := Row{Partition: o.Partition, End: o.Offset, Committed: -1, Target: -1, Requested: -1, Member: owners[o.Partition]}
 		if s, ok := starts.Lookup(topic, o.Partition); ok {
 			r.Start = s.Offset
 		}
 		if c, ok := committed.Lookup(topic, o.Partition); ok && c.Err == nil {
 			r.Committed = c.At
 		}
-		rows = append(rows, r)
+		st.Rows = append(st.Rows, r)
 	})
-	if len(rows) == 0 && len(errs) == 0 {
-		return nil, fmt.Errorf("topic %s has no partitions (does it exist?)", topic)
+	if len(st.Rows) == 0 && len(errs) == 0 {
+		return st, fmt.Errorf("topic %s has no partitions (does it exist?)", topic)
 	}
-	slices.SortFunc(rows, func(a, b Row) int { return int(a.Partition - b.Partition) })
-	return rows, errors.Join(errs...)
+	slices.SortFunc(st.Rows, func(a, b Row) int { return int(a.Partition - b.Partition) })
+	return st, errors.Join(errs...)
 }
 
 // ErrGroupActive is returned by Reset while the group has members: offsets
 // reset under a running consumer would be overwritten by its next commit.
 var ErrGroupActive = errors.New("the group has active members; stop every atrelay of the group first")
 
-// Reset computes the new offsets for to — earliest, latest, an RFC 3339
-// time, or explicit partition:offset pairs ("0:120,3:0") — and commits them
-// when execute is true. It refuses while the group has members.
-func Reset(ctx context.Context, adm *kadm.Client, group, topic, to string, execute bool) ([]Row, error) {
-	described, err := adm.DescribeGroups(ctx, group)
-	if err != nil {
-		return nil, fmt.Errorf("describe group %s: %w", group, err)
-	}
-	if g, ok := described[group]; ok && len(g.Members) > 0 {
-		return nil, fmt.Errorf("group %s (%s, %d members): %w", group, g.State, len(g.Members), ErrGroupActive)
-	}
-	rows, err := Show(ctx, adm, group, topic)
+// Reset computes the group's new offsets on topic with s, clamped to each
+// partition's log [start, end], and commits them when execute is true
+// (otherwise it is a dry run). It refuses, dry run or not, while the group
+// has members, as kafka-consumer-groups does. The rows it returns are the
+// topic's partitions; Target is -1 on those s leaves alone.
+func Reset(ctx context.Context, adm *kadm.Client, group, topic string, s Strategy, execute bool) ([]Row, error) {
+	st, err := Show(ctx, adm, group, topic)
 	if err != nil {
 		return nil, err
 	}
-	var target kadm.ListedOffsets
-	switch {
-	case to == "earliest":
-		target, err = adm.ListStartOffsets(ctx, topic)
-	case to == "latest":
-		target, err = adm.ListEndOffsets(ctx, topic)
-	case strings.Contains(to, ":") && !strings.Contains(to, "T"):
-		err = explicit(rows, to)
-	default:
-		var t time.Time
-		if t, err = time.Parse(time.RFC3339, to); err != nil {
-			return nil, fmt.Errorf("--to %q: want earliest, latest, an RFC 3339 time or partition:offset pairs", to)
-		}
-		target, err = adm.ListOffsetsAfterMilli(ctx, t.UnixMilli(), topic)
+	if st.Members > 0 {
+		return nil, fmt.Errorf("group %s (%s, %d members): %w", group, st.State, st.Members, ErrGroupActive)
 	}
+	rows := st.Rows
+	requested, err := s.requested(ctx, adm, group, topic, rows, time.Now())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", s, err)
 	}
 	for i := range rows {
-		if o, ok := target.Lookup(topic, rows[i].Partition); ok {
-			rows[i].Target = o.Offset
-			if rows[i].Target < 0 { // no record after that time: the end
-				rows[i].Target = rows[i].End
-			}
+		if o, ok := requested[rows[i].Partition]; ok {
+			rows[i].Requested = o
+			rows[i].Target = min(max(o, rows[i].Start), rows[i].End)
 		}
 	}
-	if !execute {
-		return rows, nil
+	if execute {
+		if err := Commit(ctx, adm, group, topic, rows); err != nil {
+			return nil, err
+		}
+	}
+	return rows, nil
+}
+
+// Commit commits the rows' targets (those not -1) as the group's offsets
+// on topic: the second half of Reset, for a caller that does something
+// with the plan before committing it. It checks again that the group has
+// no members.
+func Commit(ctx context.Context, adm *kadm.Client, group, topic string, rows []Row) error {
+	described, err := adm.DescribeGroups(ctx, group)
+	if err != nil {
+		return fmt.Errorf("describe group %s: %w", group, err)
+	}
+	if g, ok := described[group]; ok && len(g.Members) > 0 {
+		return fmt.Errorf("group %s (%s, %d members): %w", group, g.State, len(g.Members), ErrGroupActive)
 	}
 	offs := kadm.Offsets{}
 	for _, r := range rows {
@@ -131,56 +196,90 @@ func Reset(ctx context.Context, adm *kadm.Client, group, topic, to string, execu
 		err = resp.Error()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("commit offsets of group %s: %w", group, err)
-	}
-	return rows, nil
-}
-
-// explicit sets Target from "partition:offset,..." pairs.
-func explicit(rows []Row, to string) error {
-	for _, pair := range strings.Split(to, ",") {
-		ps, os, ok := strings.Cut(strings.TrimSpace(pair), ":")
-		p, perr := strconv.ParseInt(ps, 10, 32)
-		o, oerr := strconv.ParseInt(os, 10, 64)
-		if !ok || perr != nil || oerr != nil || o < 0 {
-			return fmt.Errorf("--to %q: %q is not partition:offset", to, pair)
-		}
-		i := slices.IndexFunc(rows, func(r Row) bool { return r.Partition == int32(p) })
-		if i < 0 {
-			return fmt.Errorf("--to %q: the topic has no partition %d", to, p)
-		}
-		if o < rows[i].Start || o > rows[i].End {
-			return fmt.Errorf("--to %q: offset %d of partition %d is outside [%d, %d]", to, o, p, rows[i].Start, rows[i].End)
-		}
-		rows[i].Target = o
+		return fmt.Errorf("commit offsets of group %s: %w", group, err)
 	}
 	return nil
 }
 
-// Print writes rows as a table; with targets, the reset's plan.
-func Print(w io.Writer, rows []Row, targets bool) {
-	if targets {
-		fmt.Fprintf(w, "%-9s %12s %12s %12s %12s\n", "partition", "committed", "start", "end", "new offset")
-	} else {
-		fmt.Fprintf(w, "%-9s %12s %12s %12s %12s\n", "partition", "committed", "start", "end", "lag")
-	}
-	var lag int64
-	for _, r := range rows {
-		committed := strconv.FormatInt(r.Committed, 10)
-		if r.Committed < 0 {
-			committed = "-"
+// WriteText writes the status as a table, one partition a line, and the
+// total lag.
+func (s Status) WriteText(w io.Writer) error {
+	fmt.Fprintf(w, "group %s (%s, %d members), topic %s\n", s.Group, s.State, s.Members, s.Topic)
+	fmt.Fprintf(w, "%-9s %12s %12s %12s %12s  %-16s %s\n", "partition", "committed", "start", "end", "lag", "host", "member")
+	for _, r := range s.Rows {
+		host, member := "-", "-"
+		if r.Member != nil {
+			host, member = r.Member.Host, r.Member.ID
 		}
-		last := strconv.FormatInt(r.Lag(), 10)
-		if targets {
-			last = "unchanged"
-			if r.Target >= 0 {
-				last = strconv.FormatInt(r.Target, 10)
+		fmt.Fprintf(w, "%-9d %12s %12d %12d %12d  %-16s %s\n", r.Partition, committedText(r.Committed), r.Start, r.End, r.Lag(), host, member)
+	}
+	_, err := fmt.Fprintf(w, "total lag %d\n", s.TotalLag())
+	return err
+}
+
+// jsonStatus is Status as `offsets show --output json` prints it.
+type jsonStatus struct {
+	Group      string          `json:"group"`
+	Topic      string          `json:"topic"`
+	State      string          `json:"state"`
+	Members    int             `json:"members"`
+	TotalLag   int64           `json:"total_lag"`
+	Partitions []jsonPartition `json:"partitions"`
+}
+
+type jsonPartition struct {
+	Partition int32  `json:"partition"`
+	Committed *int64 `json:"committed"` // null: nothing committed
+	Start     int64  `json:"start"`
+	End       int64  `json:"end"`
+	Lag       int64  `json:"lag"`
+	// Member fields are null when no member owns the partition.
+	MemberID *string `json:"member_id"`
+	ClientID *string `json:"client_id"`
+	Host     *string `json:"host"`
+}
+
+// WriteJSON writes the status as one JSON object: group, topic, state,
+// members, total_lag, and per partition committed (null when nothing is),
+// start, end, lag, member_id, client_id and host (null when no member owns
+// it).
+func (s Status) WriteJSON(w io.Writer) error {
+	out := jsonStatus{Group: s.Group, Topic: s.Topic, State: s.State, Members: s.Members, TotalLag: s.TotalLag(), Partitions: []jsonPartition{}}
+	for _, r := range s.Rows {
+		p := jsonPartition{Partition: r.Partition, Start: r.Start, End: r.End, Lag: r.Lag()}
+		if r.Committed >= 0 {
+			p.Committed = &r.Committed
+		}
+		if m := r.Member; m != nil {
+			p.MemberID, p.ClientID, p.Host = &m.ID, &m.ClientID, &m.Host
+		}
+		out.Partitions = append(out.Partitions, p)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+// PrintPlan writes a reset's rows as a table: each partition's committed
+// offset, log, and new offset ("unchanged" when the reset leaves it alone;
+// "(clamped from N)" when the strategy asked for an offset outside the log).
+func PrintPlan(w io.Writer, rows []Row) {
+	fmt.Fprintf(w, "%-9s %12s %12s %12s %12s\n", "partition", "committed", "start", "end", "new offset")
+	for _, r := range rows {
+		target := "unchanged"
+		if r.Target >= 0 {
+			target = strconv.FormatInt(r.Target, 10)
+			if r.Requested != r.Target {
+				target += " (clamped from " + strconv.FormatInt(r.Requested, 10) + ")"
 			}
 		}
-		lag += r.Lag()
-		fmt.Fprintf(w, "%-9d %12s %12d %12d %12s\n", r.Partition, committed, r.Start, r.End, last)
+		fmt.Fprintf(w, "%-9d %12s %12d %12d %12s\n", r.Partition, committedText(r.Committed), r.Start, r.End, target)
 	}
-	if !targets {
-		fmt.Fprintf(w, "total lag %d\n", lag)
+}
+
+func committedText(c int64) string {
+	if c < 0 {
+		return "-"
 	}
+	return strconv.FormatInt(c, 10)
 }

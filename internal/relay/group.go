@@ -27,7 +27,8 @@ func endReason(tr *offsets.Tracker) string {
 // assigned gives every newly assigned partition a fresh tracker. A partition
 // assigned again after a revoke gets a new tracker too: acknowledgements of
 // the old assignment's records can never touch it.
-func (r *Relay) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+func (r *Relay) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	r.countRebalance(ctx, "assigned", assigned)
 	for topic, parts := range assigned {
 		r.book.Assign(topic, parts)
 		r.log.Info("partitions assigned", "topic", topic, "partitions", parts)
@@ -55,6 +56,7 @@ func (r *Relay) assigned(_ context.Context, _ *kgo.Client, assigned map[string][
 // unsettled are redelivered by the new owner. The partitions' lag series
 // go: the new owner reports them.
 func (r *Relay) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	r.countRebalance(ctx, "revoked", revoked)
 	var trackers []*offsets.Tracker
 	for topic, parts := range revoked {
 		trackers = append(trackers, r.book.Revoke(topic, parts)...)
@@ -100,11 +102,27 @@ func (r *Relay) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][
 // already belong to someone else, and a commit could only be wrong. Their
 // lag series stay at their last value: a loss is broker trouble, when lag
 // matters most.
-func (r *Relay) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+func (r *Relay) lost(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
+	r.countRebalance(ctx, "lost", lost)
 	r.endAssignments(lost, offsets.ErrLost)
 	if len(lost) > 0 {
 		r.log.Warn("partitions lost (the group session ended); their unsettled records will be processed again, records this member already settled are not sent twice",
 			"partitions", lost)
+	}
+}
+
+// countRebalance counts a change of kind when it moves a partition and the
+// metrics count rebalances (RebalanceMetrics).
+func (r *Relay) countRebalance(ctx context.Context, kind string, parts map[string][]int32) {
+	m, ok := r.metrics.(RebalanceMetrics)
+	if !ok {
+		return
+	}
+	for _, ps := range parts {
+		if len(ps) > 0 {
+			m.Rebalance(ctx, kind)
+			return
+		}
 	}
 }
 

@@ -66,6 +66,14 @@ type Metrics interface {
 	Adjusted(ctx context.Context, reason string, n int64)
 }
 
+// RebalanceMetrics is what a Metrics may also count: each change of the
+// member's partitions, by kind: assigned, revoked (a normal rebalance, or
+// leaving the group), lost (the group session ended). *telemetry.Metrics is
+// one. It is apart from Metrics so that a Metrics without it still works.
+type RebalanceMetrics interface {
+	Rebalance(ctx context.Context, kind string)
+}
+
 // Config is what a Relay needs. Topic, Group, DLQTopic, Decoder, Stages
 // and Sink are required; Delivery and Batch take their defaults where unset.
 type Config struct {

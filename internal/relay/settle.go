@@ -19,8 +19,10 @@ func (r *Relay) deadLetter(it *item, stage string, s pipeline.Settlement) {
 	r.inflight.Add(1)
 	f := dlq.Failure{Stage: stage, Reason: s.Reason, Err: s.Err, HTTPStatus: s.Status}
 	// The write ends with the partition's assignment: a revoked or lost
-	// partition's next owner dead-letters the record itself.
-	r.dlq.Write(it.tr.Context(), it.rec, f, func(err error) {
+	// partition's next owner dead-letters the record itself. It and the
+	// line below are in the record's span.
+	ctx := r.spans.context(it.tr.Context(), it)
+	r.dlq.Write(ctx, it.rec, f, func(err error) {
 		defer r.inflight.Done()
 		if err != nil {
 			// Only the end of the assignment (or shutdown) ends the
@@ -28,7 +30,7 @@ func (r *Relay) deadLetter(it *item, stage string, s pipeline.Settlement) {
 			r.abandon(it, endReason(it.tr))
 			return
 		}
-		r.log.Warn("record sent to the dead-letter topic", "stage", stage, "reason", s.Reason,
+		r.log.WarnContext(ctx, "record sent to the dead-letter topic", "stage", stage, "reason", s.Reason,
 			"partition", it.rec.Partition, "offset", it.rec.Offset, "error", s.Err)
 		r.settle(it, s)
 	})

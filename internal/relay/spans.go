@@ -38,6 +38,17 @@ func (s *recordSpans) start(ctx context.Context, it *item) context.Context {
 	return trace.ContextWithSpan(ctx, it.span)
 }
 
+// context returns ctx carrying the record's process span, for what is done
+// on the record's behalf outside its worker: its DLQ write (whose publish
+// span is then the process span's child, in the record's trace) and its log
+// lines (trace_id, span_id).
+func (s *recordSpans) context(ctx context.Context, it *item) context.Context {
+	if s == nil || it.span == nil {
+		return ctx
+	}
+	return trace.ContextWithSpan(ctx, it.span)
+}
+
 // settled ends the record's span with the outcome and reason; a dead-lettered
 // record's span is an error.
 func (s *recordSpans) settled(it *item, st pipeline.Settlement) {

@@ -1,12 +1,14 @@
-// Package telemetry wires OpenTelemetry metrics (exported for Prometheus),
-// traces (exported over OTLP when configured) and the health endpoints,
-// once, at the edges of the service.
+// Package telemetry wires OpenTelemetry metrics (exported for Prometheus,
+// and over OTLP when configured), traces (exported over OTLP when
+// configured), the Kafka clients' metric hooks, trace ids in log lines, and
+// the health endpoints, once, at the edges of the service.
 package telemetry
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -16,8 +18,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
@@ -25,6 +30,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+
+	"github.com/atrelay/atrelay/pipeline"
 )
 
 // Telemetry owns the meter provider and its Prometheus registry, and the
@@ -35,32 +42,92 @@ type Telemetry struct {
 	// Tracing is nil unless OTLP trace export is configured through the
 	// standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT variables: without an
 	// exporter, spans would cost CPU for nothing.
-	Tracing  *sdktrace.TracerProvider
+	Tracing *sdktrace.TracerProvider
+	// OTLPMetrics reports whether metrics are also exported over OTLP
+	// (OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT), besides /metrics.
+	OTLPMetrics bool
+
 	registry *prometheus.Registry
+	spans    *spanQueue // nil when Tracing is
+	kafka    []kgo.Hook
+}
+
+// Options are what Setup needs.
+type Options struct {
+	ServiceName, Version string
+	// MaxBufferedEvents is delivery.max_buffered_events: the span queue
+	// holds SpansPerRecord spans per buffered record (OTEL_BSP_MAX_QUEUE_SIZE,
+	// when set, wins).
+	MaxBufferedEvents int
+	// Integrations name the configured integrations: their counters exist,
+	// at 0, from the first scrape.
+	Integrations []string
+	// Logger receives the dropped-span lines (at most one a minute); nil
+	// discards them.
+	Logger *slog.Logger
 }
 
 // Setup builds the meter provider with a Prometheus exporter on a registry
-// of its own (no global state).
-func Setup(serviceName, version string) (*Telemetry, error) {
+// of its own (no global state), which also serves the Go runtime and
+// process metrics (go_*, process_*); with OTEL_EXPORTER_OTLP_ENDPOINT or
+// OTEL_EXPORTER_OTLP_METRICS_ENDPOINT set, metrics are also pushed over
+// OTLP/HTTP. With OTEL_EXPORTER_OTLP_ENDPOINT or
+// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set, it builds the tracer provider,
+// whose span queue is sized for MaxBufferedEvents and counts what it drops.
+// The exporters read the other OTEL_* variables themselves.
+func Setup(o Options) (*Telemetry, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	reg := prometheus.NewRegistry()
-	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	// The Prometheus client's own collectors rather than OpenTelemetry's
+	// runtime instrumentation: no new dependency, the process metrics
+	// (resident memory, CPU, file descriptors) that the runtime
+	// instrumentation lacks, and the go_*/process_* names every Go
+	// dashboard knows. They are served on /metrics only, not pushed over
+	// OTLP.
+	if err := errors.Join(
+		reg.Register(collectors.NewGoCollector()),
+		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})),
+	); err != nil {
+		return nil, fmt.Errorf("telemetry: runtime collectors: %w", err)
+	}
+	// No otel_scope_* labels: every series would carry the instrumentation
+	// library's name and version, which no query needs.
+	prom, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
 	}
-	res := resource.NewSchemaless(semconv.ServiceName(serviceName), semconv.ServiceVersion(version))
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
+	res := resource.NewSchemaless(semconv.ServiceName(o.ServiceName), semconv.ServiceVersion(o.Version))
+	mopts := []sdkmetric.Option{sdkmetric.WithReader(prom), sdkmetric.WithResource(res), sdkmetric.WithView(kotelView)}
+	otlpMetrics := os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != ""
+	if otlpMetrics {
+		exp, err := otlpmetrichttp.New(context.Background())
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: otlp metric exporter: %w", err)
+		}
+		// Every OTEL_METRIC_EXPORT_INTERVAL (default 60 s), and once more
+		// at Shutdown.
+		mopts = append(mopts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp)))
+	}
+	mp := sdkmetric.NewMeterProvider(mopts...)
 	m, err := NewMetrics(mp)
 	if err != nil {
 		return nil, err
 	}
-	t := &Telemetry{Provider: mp, Metrics: m, registry: reg}
+	m.zero(context.Background(), o.Integrations)
+	kafka, err := kafkaHooks(mp)
+	if err != nil {
+		return nil, err
+	}
+	t := &Telemetry{Provider: mp, Metrics: m, OTLPMetrics: otlpMetrics, registry: reg, kafka: kafka}
 	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
-		// The exporter reads the other OTEL_EXPORTER_OTLP_* variables itself.
 		exp, err := otlptracehttp.New(context.Background())
 		if err != nil {
 			return nil, fmt.Errorf("telemetry: otlp trace exporter: %w", err)
 		}
-		t.Tracing = sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+		t.spans = newSpanQueue(exp, spanQueueSize(o.MaxBufferedEvents), m, o.Logger)
+		t.Tracing = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(t.spans), sdktrace.WithResource(res))
 	}
 	return t, nil
 }
@@ -70,29 +137,39 @@ func (t *Telemetry) Handler() http.Handler {
 	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
 }
 
-// Shutdown flushes the providers.
+// KafkaHooks are the Kafka clients' metric hooks, on the meter provider:
+// franz-go's kotel meter (connections by outcome, disconnects, read and
+// write errors and bytes, produced and fetched bytes and records, by
+// broker and topic) and the brokers' throttling. Install them on every
+// client (kgo.WithHooks).
+func (t *Telemetry) KafkaHooks() []kgo.Hook { return t.kafka }
+
+// Shutdown flushes the providers: the spans still queued, and a last OTLP
+// metric export.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
-	err := t.Provider.Shutdown(ctx)
+	var err error
 	if t.Tracing != nil {
-		err = errors.Join(err, t.Tracing.Shutdown(ctx))
+		err = t.Tracing.Shutdown(ctx)
+		t.spans.log.Flush()
 	}
-	return err
+	return errors.Join(err, t.Provider.Shutdown(ctx))
 }
 
 // Metrics are atrelay's instruments. The methods are safe for concurrent use
 // and, once an attribute set was seen, allocate nothing.
 type Metrics struct {
-	consumed  metric.Int64Counter
-	settled   metric.Int64Counter
-	batch     metric.Int64Histogram
-	requests  metric.Float64Histogram
-	retries   metric.Int64Counter
-	latency   metric.Float64Histogram
-	adjusted  metric.Int64Counter
-	commits   metric.Int64Counter
-	abandoned metric.Int64Counter
-	dlqErrors metric.Int64Counter
-	meter     metric.Meter
+	consumed     metric.Int64Counter
+	settled      metric.Int64Counter
+	requests     metric.Float64Histogram
+	retries      metric.Int64Counter
+	latency      metric.Float64Histogram
+	adjusted     metric.Int64Counter
+	commits      metric.Int64Counter
+	abandoned    metric.Int64Counter
+	dlqErrors    metric.Int64Counter
+	rebalances   metric.Int64Counter
+	spansDropped metric.Int64Counter
+	meter        metric.Meter
 
 	sets sync.Map // string key -> metric.MeasurementOption
 }
@@ -106,9 +183,6 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	m.consumed, err = m.meter.Int64Counter("atrelay.records.consumed", metric.WithUnit("{record}"), metric.WithDescription("Records polled from Kafka."))
 	add(err)
 	m.settled, err = m.meter.Int64Counter("atrelay.records.settled", metric.WithUnit("{record}"), metric.WithDescription("Records settled, by outcome (delivered, filtered, dlq) and reason."))
-	add(err)
-	m.batch, err = m.meter.Int64Histogram("atrelay.batch.size", metric.WithUnit("{hit}"), metric.WithDescription("Hits per flushed site batch."),
-		metric.WithExplicitBucketBoundaries(1, 5, 10, 50, 100, 250, 500, 1000))
 	add(err)
 	m.requests, err = m.meter.Float64Histogram("atrelay.http.client.request.duration", metric.WithUnit("s"), metric.WithDescription("Collect request attempts, by site and status."),
 		metric.WithExplicitBucketBoundaries(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
@@ -125,9 +199,77 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	add(err)
 	m.dlqErrors, err = m.meter.Int64Counter("atrelay.dlq.write.errors", metric.WithUnit("{error}"), metric.WithDescription("Failed writes to the dead-letter topic, by reason (too_large, unknown_topic, timeout, error); each is retried."))
 	add(err)
-	m.commits, err = m.meter.Int64Counter("atrelay.offsets.commits", metric.WithUnit("{commit}"), metric.WithDescription("Offset commits, by result."))
+	m.commits, err = m.meter.Int64Counter("atrelay.offsets.commits", metric.WithUnit("{commit}"), metric.WithDescription("Offset commits, by result (ok, error)."))
+	add(err)
+	m.rebalances, err = m.meter.Int64Counter("atrelay.consumer.rebalances", metric.WithUnit("{rebalance}"),
+		metric.WithDescription("Changes of this member's partitions, by kind: assigned, revoked (both in a normal rebalance), lost (the group session ended)."))
+	add(err)
+	m.spansDropped, err = m.meter.Int64Counter("atrelay.telemetry.spans.dropped", metric.WithUnit("{span}"),
+		metric.WithDescription("Spans never exported, by reason: queue_full (export did not keep up), export_failed (the OTLP endpoint refused them or was unreachable)."))
 	add(err)
 	return m, errors.Join(errs...)
+}
+
+// The label values known before anything happens. zero makes their series
+// exist, at 0, from the first collection, so that increase() and alerts
+// see a counter before its first event, not from its second.
+var (
+	// settledAtStart are the outcomes with their finite reasons: every
+	// filter reason (pipeline's, and the relay's already_settled), and the
+	// decode and stage failures (codec.PermanentError's labels, the
+	// relay's decode_error and stage_error). A collector's refusals
+	// (dlq/http_4xx) are not known in advance.
+	settledAtStart = func() [][2]string {
+		out := [][2]string{{pipeline.Delivered.String(), ""}}
+		for _, d := range []*pipeline.Dropped{pipeline.ErrNoIntegration, pipeline.ErrIntegrationDisabled, pipeline.ErrEventNotEnabled,
+			pipeline.ErrEnvironmentDisabled, pipeline.ErrNoIDClient, {Reason: "already_settled"}} {
+			out = append(out, [2]string{pipeline.Filtered.String(), d.Reason})
+		}
+		for _, r := range []string{"corrupt", "bad_framing", "unknown_schema", "missing_field", "wrong_type", "decode_error", "stage_error"} {
+			out = append(out, [2]string{pipeline.Rejected.String(), r})
+		}
+		return out
+	}()
+	// retryReasonsAtStart are, per integration, the collect client's
+	// failures without a response (atinternet.ErrorReason) and the
+	// transient statuses collectors answer most.
+	retryReasonsAtStart = []string{"connection_refused", "dns", "tls", "timeout", "reset", "redirects", "connection",
+		"http_429", "http_500", "http_502", "http_503", "http_504"}
+	abandonedAtStart    = []string{"revoked", "lost", "shutdown"}
+	adjustedAtStart     = []string{"truncated", "out_of_range"}
+	dlqErrorsAtStart    = []string{"too_large", "unknown_topic", "timeout", "error"}
+	rebalancesAtStart   = []string{RebalanceAssigned, RebalanceRevoked, RebalanceLost}
+	spansDroppedAtStart = []string{DropQueueFull, DropExportFailed}
+)
+
+// zero adds 0 to every counter series known at start.
+func (m *Metrics) zero(ctx context.Context, integrations []string) {
+	for _, s := range settledAtStart {
+		m.Settled(ctx, s[0], s[1], 0)
+	}
+	for _, in := range integrations {
+		for _, r := range retryReasonsAtStart {
+			m.retries.Add(ctx, 0, m.retryOpt(in, r))
+		}
+	}
+	for _, r := range abandonedAtStart {
+		m.Abandoned(ctx, r, 0)
+	}
+	for _, r := range adjustedAtStart {
+		m.Adjusted(ctx, r, 0)
+	}
+	for _, r := range dlqErrorsAtStart {
+		m.dlqErrors.Add(ctx, 0, m.reasonOpt("dlqerr/", r))
+	}
+	for _, ok := range []bool{true, false} {
+		m.commits.Add(ctx, 0, m.commitOpt(ok))
+	}
+	for _, k := range rebalancesAtStart {
+		m.rebalances.Add(ctx, 0, m.opt("rebalance/"+k, func() attribute.Set { return attribute.NewSet(attribute.String("kind", k)) }))
+	}
+	for _, r := range spansDroppedAtStart {
+		m.SpansDropped(ctx, r, 0)
+	}
 }
 
 // opt returns the cached attribute option for a key, building it once.
@@ -139,10 +281,15 @@ func (m *Metrics) opt(key string, build func() attribute.Set) metric.Measurement
 	return o.(metric.MeasurementOption)
 }
 
+// reasonOpt is the option of a reason label alone, cached under prefix.
+func (m *Metrics) reasonOpt(prefix, reason string) metric.MeasurementOption {
+	return m.opt(prefix+reason, func() attribute.Set { return attribute.NewSet(attribute.String("reason", reason)) })
+}
+
 // Consumed counts a polled record.
 func (m *Metrics) Consumed(ctx context.Context, topic string, partition int32) {
 	m.consumed.Add(ctx, 1, m.opt("c/"+topic+"/"+strconv.Itoa(int(partition)), func() attribute.Set {
-		return attribute.NewSet(attribute.String("messaging.destination.name", topic), attribute.Int("messaging.destination.partition.id", int(partition)))
+		return attribute.NewSet(attribute.String("topic", topic), attribute.Int("partition", int(partition)))
 	}))
 }
 
@@ -157,11 +304,6 @@ func (m *Metrics) site(site string) metric.MeasurementOption {
 	return m.opt("site/"+site, func() attribute.Set { return attribute.NewSet(attribute.String("integration", site)) })
 }
 
-// BatchSize records a flushed batch.
-func (m *Metrics) BatchSize(ctx context.Context, site string, n int) {
-	m.batch.Record(ctx, int64(n), m.site(site))
-}
-
 // Request records one collect attempt.
 func (m *Metrics) Request(ctx context.Context, site string, status int, d time.Duration) {
 	m.requests.Record(ctx, d.Seconds(), m.opt("r/"+site+"/"+strconv.Itoa(status), func() attribute.Set {
@@ -169,11 +311,15 @@ func (m *Metrics) Request(ctx context.Context, site string, status int, d time.D
 	}))
 }
 
+func (m *Metrics) retryOpt(site, reason string) metric.MeasurementOption {
+	return m.opt("retry/"+site+"/"+reason, func() attribute.Set {
+		return attribute.NewSet(attribute.String("integration", site), attribute.String("reason", reason))
+	})
+}
+
 // Retry counts a retry.
 func (m *Metrics) Retry(ctx context.Context, site, reason string) {
-	m.retries.Add(ctx, 1, m.opt("retry/"+site+"/"+reason, func() attribute.Set {
-		return attribute.NewSet(attribute.String("integration", site), attribute.String("reason", reason))
-	}))
+	m.retries.Add(ctx, 1, m.retryOpt(site, reason))
 }
 
 // DeliveryLatency records the time from an event's creation to delivery.
@@ -185,27 +331,55 @@ func (m *Metrics) DeliveryLatency(ctx context.Context, site string, d time.Durat
 // reason: truncated (a string cut to 255 characters) or out_of_range (a
 // decimal beyond ±1e15, left out of its hit).
 func (m *Metrics) Adjusted(ctx context.Context, reason string, n int64) {
-	m.adjusted.Add(ctx, n, m.opt("adjusted/"+reason, func() attribute.Set { return attribute.NewSet(attribute.String("reason", reason)) }))
+	m.adjusted.Add(ctx, n, m.reasonOpt("adjusted/", reason))
 }
 
 // Abandoned counts records released unsettled (their partition moved to
 // another member, or shutdown ran out of time), by reason.
 func (m *Metrics) Abandoned(ctx context.Context, reason string, n int64) {
-	m.abandoned.Add(ctx, n, m.opt("abandoned/"+reason, func() attribute.Set { return attribute.NewSet(attribute.String("reason", reason)) }))
+	m.abandoned.Add(ctx, n, m.reasonOpt("abandoned/", reason))
 }
 
 // DLQWriteError counts a failed write to the dead-letter topic, by reason.
 func (m *Metrics) DLQWriteError(ctx context.Context, reason string) {
-	m.dlqErrors.Add(ctx, 1, m.opt("dlqerr/"+reason, func() attribute.Set { return attribute.NewSet(attribute.String("reason", reason)) }))
+	m.dlqErrors.Add(ctx, 1, m.reasonOpt("dlqerr/", reason))
 }
 
-// Commit counts an offset commit.
-func (m *Metrics) Commit(ctx context.Context, ok bool) {
+func (m *Metrics) commitOpt(ok bool) metric.MeasurementOption {
 	result := "ok"
 	if !ok {
 		result = "error"
 	}
-	m.commits.Add(ctx, 1, m.opt("commit/"+result, func() attribute.Set { return attribute.NewSet(attribute.String("result", result)) }))
+	return m.opt("commit/"+result, func() attribute.Set { return attribute.NewSet(attribute.String("result", result)) })
+}
+
+// Commit counts an offset commit.
+func (m *Metrics) Commit(ctx context.Context, ok bool) {
+	m.commits.Add(ctx, 1, m.commitOpt(ok))
+}
+
+// The kinds of Rebalance.
+const (
+	RebalanceAssigned = "assigned"
+	RebalanceRevoked  = "revoked"
+	RebalanceLost     = "lost"
+)
+
+// Rebalance counts a change of the member's partitions, by kind: assigned,
+// revoked or lost (relay.RebalanceMetrics).
+func (m *Metrics) Rebalance(ctx context.Context, kind string) {
+	m.rebalances.Add(ctx, 1, m.opt("rebalance/"+kind, func() attribute.Set { return attribute.NewSet(attribute.String("kind", kind)) }))
+}
+
+// The reasons of SpansDropped.
+const (
+	DropQueueFull    = "queue_full"
+	DropExportFailed = "export_failed"
+)
+
+// SpansDropped counts spans that were never exported, by reason.
+func (m *Metrics) SpansDropped(ctx context.Context, reason string, n int64) {
+	m.spansDropped.Add(ctx, n, m.reasonOpt("spansdropped/", reason))
 }
 
 // Gauges are what the observable gauges read at each collection.
@@ -232,11 +406,11 @@ func (m *Metrics) ObserveGauges(g Gauges) error {
 	if err != nil {
 		return err
 	}
-	topic, group := attribute.String("messaging.destination.name", g.Topic), attribute.String("messaging.consumer.group.name", g.Group)
+	topic, group := attribute.String("topic", g.Topic), attribute.String("group", g.Group)
 	_, err = m.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(b, g.Buffered())
 		for p, v := range g.Lag() {
-			o.ObserveInt64(l, v, metric.WithAttributes(topic, group, attribute.Int("messaging.destination.partition.id", int(p))))
+			o.ObserveInt64(l, v, metric.WithAttributes(topic, group, attribute.Int("partition", int(p))))
 		}
 		return nil
 	}, b, l)

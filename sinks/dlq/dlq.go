@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/atrelay/atrelay/internal/backoff"
 	"github.com/atrelay/atrelay/internal/failurelog"
@@ -42,7 +43,18 @@ const (
 	// ("headers,key"), because even without its value the record was too
 	// large for the topic.
 	HeaderDropped = "atrelay.dropped"
+
+	// HeaderTraceParent is atrelay's own W3C trace context on a
+	// dead-letter record, when tracing is on: that of the span that
+	// published it, a child of the record's process span (so in the
+	// record's own trace when it came with one). The record's own
+	// traceparent header is kept as it came. A tracestate goes under
+	// atrelay.tracestate. See Propagator.
+	HeaderTraceParent = headerPrefix + "traceparent"
 )
+
+// headerPrefix starts every header atrelay adds.
+const headerPrefix = "atrelay."
 
 // ReasonTooLarge is HeaderReason of a pointer record: the original record
 // could not be written to the dead-letter topic whole because it exceeds the
@@ -93,7 +105,8 @@ type Config struct {
 	Topic string
 	// ClientOpts are the connection options (seed brokers, TLS, SASL,
 	// hooks). The writer adds its producer options; consumer options do not
-	// belong here.
+	// belong here. A tracing hook must inject with Propagator, or it
+	// overwrites the original record's traceparent.
 	ClientOpts []kgo.Opt
 	// Logger receives the writer's lines; nil means slog.Default().
 	Logger *slog.Logger
@@ -106,6 +119,28 @@ type Config struct {
 	// backoff's defaults.
 	Backoff backoff.Config
 }
+
+// Propagator returns the W3C trace-context propagator for atrelay's Kafka
+// clients' tracing hooks (kotel.TracerPropagator): it extracts a record's
+// context from its traceparent and tracestate headers, as the record's
+// producer wrote them, and injects atrelay's own under the atrelay. prefix
+// (HeaderTraceParent). A dead-letter record, the only record atrelay
+// produces, so keeps its original headers untouched; the plain
+// propagation.TraceContext would overwrite its traceparent.
+func Propagator() propagation.TextMapPropagator { return prefixed{propagation.TraceContext{}} }
+
+// prefixed injects its propagator's fields under headerPrefix and extracts
+// them as they are.
+type prefixed struct{ propagation.TextMapPropagator }
+
+func (p prefixed) Inject(ctx context.Context, c propagation.TextMapCarrier) {
+	p.TextMapPropagator.Inject(ctx, prefixCarrier{c})
+}
+
+// prefixCarrier writes each key under headerPrefix.
+type prefixCarrier struct{ propagation.TextMapCarrier }
+
+func (c prefixCarrier) Set(key, value string) { c.TextMapCarrier.Set(headerPrefix+key, value) }
 
 // Writer produces to the dead-letter topic through a producer client of its
 // own, sized to the topic's max.message.bytes: the consumer's client keeps
@@ -368,7 +403,7 @@ func (w *Writer) write(ctx context.Context, rec *kgo.Record, f Failure, at time.
 		s++
 	}
 	if s != whole {
-		w.logPointer(rec, s, "")
+		w.logPointer(ctx, rec, s, "")
 	}
 	for attempt := 0; ; attempt++ {
 		// A fresh record each attempt: kgo keeps the first attempt's
@@ -393,7 +428,7 @@ func (w *Writer) write(ctx context.Context, rec *kgo.Record, f Failure, at time.
 			// The topic's limit is below the one read in Open: keep less
 			// and try again at once; this is not a transient failure.
 			s++
-			w.logPointer(rec, s, err.Error())
+			w.logPointer(ctx, rec, s, err.Error())
 			continue
 		}
 		if !backoff.Sleep(ctx, w.backoff.Delay(attempt)) {
@@ -402,7 +437,9 @@ func (w *Writer) write(ctx context.Context, rec *kgo.Record, f Failure, at time.
 	}
 }
 
-func (w *Writer) logPointer(rec *kgo.Record, s shape, brokerErr string) {
+// logPointer logs a pointer record in the context of the write (the
+// record's span, when traced).
+func (w *Writer) logPointer(ctx context.Context, rec *kgo.Record, s shape, brokerErr string) {
 	attrs := []any{"topic", w.topic, "source_topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset,
 		"value_bytes", len(rec.Value), "max_message_bytes", w.limit.Load()}
 	if d := s.dropped(); d != "" {
@@ -411,7 +448,7 @@ func (w *Writer) logPointer(rec *kgo.Record, s shape, brokerErr string) {
 	if brokerErr != "" {
 		attrs = append(attrs, "error", brokerErr)
 	}
-	w.log.Warn("dlq: record too large for the dead-letter topic; writing a pointer without its value", attrs...)
+	w.log.WarnContext(ctx, "dlq: record too large for the dead-letter topic; writing a pointer without its value", attrs...)
 }
 
 // writeErrReason labels a failed produce for Config.OnWriteError.

@@ -1,0 +1,13 @@
+package app_test
+
+import (
+	"github.com/atrelay/atrelay/internal/relay"
+	"github.com/atrelay/atrelay/internal/telemetry"
+)
+
+// Serve gives the relay telemetry's Metrics: it counts everything the
+// relay reports, rebalances included.
+var (
+	_ relay.Metrics          = (*telemetry.Metrics)(nil)
+	_ relay.RebalanceMetrics = (*telemetry.Metrics)(nil)
+)
