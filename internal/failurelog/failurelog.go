@@ -63,6 +63,13 @@ func (l *Log) due(now time.Time) bool {
 
 // Failed records one failure; attrs describe it, for the first line.
 func (l *Log) Failed(err error, attrs ...any) {
+	l.FailedContext(context.Background(), err, attrs...)
+}
+
+// FailedContext is Failed for a failure in ctx's work (a record's, a
+// request's): the line it writes, if any, is logged with ctx, so that a
+// handler adding the trace context finds it.
+func (l *Log) FailedContext(ctx context.Context, err error, attrs ...any) {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -72,11 +79,11 @@ func (l *Log) Failed(err error, attrs ...any) {
 		return
 	}
 	if l.failing {
-		l.summary(now)
+		l.summary(ctx, now)
 		return
 	}
 	l.failing, l.since = true, now
-	l.log.Log(context.Background(), l.level, l.what+" failed", append(attrs, "failures", l.n, "error", err)...)
+	l.log.Log(ctx, l.level, l.what+" failed", append(attrs, "failures", l.n, "error", err)...)
 	l.n, l.lastLine = 0, now
 }
 
@@ -93,7 +100,7 @@ func (l *Log) Succeeded() {
 	}
 	// Failures too soon after the last line, and no line since.
 	if l.n > 0 && l.due(now) {
-		l.summary(now)
+		l.summary(context.Background(), now)
 	}
 }
 
@@ -103,7 +110,7 @@ func (l *Log) Flush() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.n > 0 {
-		l.summary(time.Now())
+		l.summary(context.Background(), time.Now())
 	}
 }
 
@@ -116,7 +123,7 @@ func (l *Log) Failing() bool {
 
 // summary writes the failures in no line yet; l.mu is held and l.n > 0,
 // which implies an earlier line.
-func (l *Log) summary(now time.Time) {
+func (l *Log) summary(ctx context.Context, now time.Time) {
 	since := now.Sub(l.lastLine).Round(time.Second)
 	attrs := []any{"failures", l.n, "last_error", l.lastErr}
 	if l.failing {
@@ -125,6 +132,6 @@ func (l *Log) summary(now time.Time) {
 	if l.describe != nil {
 		attrs = append(attrs, l.describe()...)
 	}
-	l.log.Log(context.Background(), l.level, fmt.Sprintf("%s: %d failures in the last %s", l.what, l.n, since), attrs...)
+	l.log.Log(ctx, l.level, fmt.Sprintf("%s: %d failures in the last %s", l.what, l.n, since), attrs...)
 	l.n, l.lastLine = 0, now
 }

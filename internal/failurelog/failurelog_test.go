@@ -2,7 +2,9 @@ package failurelog_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"regexp"
 	"strconv"
@@ -172,6 +174,37 @@ func TestThrottle(t *testing.T) {
 		}
 		if n := strings.Count(out, "a different message"); n != 3 {
 			t.Errorf("other messages are throttled on their own: %d lines, want 3", n)
+		}
+	})
+}
+
+// ctxHandler records the value of ctxKey in the context of each record.
+type ctxKey struct{}
+
+type ctxHandler struct {
+	slog.Handler
+	got *[]any
+}
+
+func (h ctxHandler) Handle(ctx context.Context, r slog.Record) error {
+	*h.got = append(*h.got, ctx.Value(ctxKey{}))
+	return nil
+}
+
+// TestFailedContext: the first-failure and summary lines are logged with
+// the failing work's context, where a handler finds its trace (mutation
+// caught: logging with context.Background(), as Failed does).
+func TestFailedContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var got []any
+		l := failurelog.New(slog.New(ctxHandler{Handler: slog.NewTextHandler(io.Discard, nil), got: &got}), "collect request", slog.LevelWarn, failurelog.DefaultPeriod)
+		ctx := context.WithValue(context.Background(), ctxKey{}, "request-1")
+		for range 15 {
+			l.FailedContext(ctx, errors.New("HTTP 503"))
+			time.Sleep(time.Second)
+		}
+		if len(got) != 2 || got[0] != "request-1" || got[1] != "request-1" {
+			t.Errorf("lines logged with context values %v, want the request's twice (first line, summary)", got)
 		}
 	})
 }

@@ -32,7 +32,7 @@ func (d *retryTransient) DecodeInto(ctx context.Context, value []byte, ev *codec
 			}
 			return err
 		}
-		d.log.Failed(err, "attempt", attempt)
+		d.log.FailedContext(ctx, err, "attempt", attempt)
 		if !backoff.Sleep(ctx, d.backoff.Delay(attempt)) {
 			return &retryEnded{last: err, cause: context.Cause(ctx)}
 		}

@@ -141,7 +141,7 @@ func NewClient(cfg Config) *Client {
 			c.cfg.OnResponse(a.site, resp.StatusCode, time.Since(a.start))
 		}
 		if transientStatus(resp.StatusCode) {
-			c.retrying(a.site, pipeline.StatusReason(resp.StatusCode), fmt.Errorf("HTTP %d", resp.StatusCode), a.attempt)
+			c.retrying(resp.Request.Context(), a.site, pipeline.StatusReason(resp.StatusCode), fmt.Errorf("HTTP %d", resp.StatusCode), a.attempt)
 		}
 	}
 	c.rc = rc
@@ -165,7 +165,7 @@ func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error)
 			if c.cfg.OnResponse != nil {
 				c.cfg.OnResponse(a.site, 0, time.Since(a.start))
 			}
-			c.retrying(a.site, ErrorReason(err), err, a.attempt)
+			c.retrying(ctx, a.site, ErrorReason(err), err, a.attempt)
 		}
 		return true, nil
 	}
@@ -354,8 +354,8 @@ func endSpan(span trace.Span, s pipeline.Settlement) {
 // retrying counts a failed attempt and logs it: the first failure of a
 // run at once, then a summary every failurelog.DefaultPeriod, then the
 // recovery.
-func (c *Client) retrying(site *pipeline.Site, reason string, err error, attempt int) {
-	c.site(site).failures.Failed(err, "reason", reason, "attempt", attempt)
+func (c *Client) retrying(ctx context.Context, site *pipeline.Site, reason string, err error, attempt int) {
+	c.site(site).failures.FailedContext(ctx, err, "reason", reason, "attempt", attempt)
 	if c.cfg.OnRetry != nil {
 		c.cfg.OnRetry(site, reason)
 	}

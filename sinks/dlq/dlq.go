@@ -422,7 +422,7 @@ func (w *Writer) write(ctx context.Context, rec *kgo.Record, f Failure, at time.
 		if w.onWriteError != nil {
 			w.onWriteError(reason)
 		}
-		w.failures.Failed(err, "source_topic", rec.Topic, "partition", rec.Partition,
+		w.failures.FailedContext(ctx, err, "source_topic", rec.Topic, "partition", rec.Partition,
 			"offset", rec.Offset, "reason", reason)
 		if reason == ReasonTooLarge && s < keyless {
 			// The topic's limit is below the one read in Open: keep less
