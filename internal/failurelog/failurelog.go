@@ -33,6 +33,7 @@ type Log struct {
 	since    time.Time // when the run of failures began (its first line)
 	lastLine time.Time // when the last failure line was written
 	n        int       // failures in no line yet
+	total    int       // failures since the run began
 	lastErr  error     // the last of those
 
 	describe func() []any // extra attributes of a summary line; nil for none
@@ -74,6 +75,7 @@ func (l *Log) FailedContext(ctx context.Context, err error, attrs ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.n++
+	l.total++
 	l.lastErr = err
 	if !l.due(now) {
 		return
@@ -82,7 +84,7 @@ func (l *Log) FailedContext(ctx context.Context, err error, attrs ...any) {
 		l.summary(ctx, now)
 		return
 	}
-	l.failing, l.since = true, now
+	l.failing, l.since, l.total = true, now, l.n
 	l.log.Log(ctx, l.level, l.what+" failed", append(attrs, "failures", l.n, "error", err)...)
 	l.n, l.lastLine = 0, now
 }
@@ -94,8 +96,8 @@ func (l *Log) Succeeded() {
 	defer l.mu.Unlock()
 	if l.failing {
 		// The failures since the last line end in this one.
-		l.log.Info(l.what+" recovered", "failures", l.n, "failing_for", now.Sub(l.since).Round(time.Millisecond))
-		l.failing, l.n = false, 0
+		l.log.Info(l.what+" recovered", "failures", l.n, "failing_for", now.Sub(l.since).Round(time.Millisecond), "total_failures", l.total)
+		l.failing, l.n, l.total = false, 0, 0
 		return
 	}
 	// Failures too soon after the last line, and no line since.

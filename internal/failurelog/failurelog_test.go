@@ -85,8 +85,9 @@ func TestLog(t *testing.T) {
 			line: `level=ERROR msg="dlq write: 1 failures in the last 1s" failures=1`,
 		},
 		{
-			// Mutation caught: since not set at the first line (failing_for
-			// would be the time since the zero time).
+			// Mutations caught: since not set at the first line (failing_for
+			// would be the time since the zero time); total not counted over
+			// the run (total_failures=14, the failures since the summary).
 			name: "recovery and summaries say how long the run lasted",
 			run: func(l *failurelog.Log) {
 				for range 45 {
@@ -96,10 +97,10 @@ func TestLog(t *testing.T) {
 				l.Succeeded()
 			},
 			first: 1, summaries: 1, recoveries: 1, failed: 45,
-			line: `level=INFO msg="dlq write recovered" failures=14 failing_for=45s`,
+			line: `level=INFO msg="dlq write recovered" failures=14 failing_for=45s total_failures=45`,
 		},
 	}
-	failedAttr := regexp.MustCompile(`failures=(\d+)`)
+	failedAttr := regexp.MustCompile(`\sfailures=(\d+)`)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
