@@ -41,13 +41,18 @@ test-unit:
 test-kafka:
 	bash deploy/kafka/test-real-broker.sh $(KAFKA_TEST_FLAGS)
 
-## test-deploy: the deploy kit (deploy/kubetest, a module of its own so that
-## its Kubernetes and BuildKit dependencies stay out of the service's): the
-## Kustomize base and overlays rendered and decoded strictly, cross-checked
-## with the configuration they ship; the Dockerfile; `make build`'s binary
-## static and stamped.
+## test-deploy: the deploy kit, in modules of their own so that their
+## dependencies stay out of the service's. deploy/kubetest (Kubernetes,
+## BuildKit): the Kustomize base and overlays rendered and decoded strictly,
+## cross-checked with the configuration they ship; the Dockerfile; `make
+## build`'s binary static and stamped. deploy/monitoring (Prometheus): the
+## Grafana dashboard's and the rules' queries checked against a live
+## /metrics of the service; promtool's rule tests, run with the promtool of
+## its go.mod (built once into the user cache), and proven to fail on a
+## broken alert; the runbook's sections.
 test-deploy:
 	cd deploy/kubetest && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd deploy/monitoring && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 ## bench: every benchmark, with allocations (the end-to-end one on kfake).
 bench:

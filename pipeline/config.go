@@ -32,7 +32,28 @@ type Integration struct {
 	EventNames    map[string]string `yaml:"event_names"`   // Purchasely name -> Piano name
 	IDClientFrom  []string          `yaml:"idclient_from"` // default [attribute:at_internet_id_client]
 	Properties    Properties        `yaml:"properties"`
+	// OnReject is what the service does when the site rejects requests
+	// (a permanent HTTP status): pause (the default) stops sending to the
+	// site when its rejections look like a storm (a wrong site id or
+	// path) and keeps its records; dlq dead-letters every rejected event.
+	OnReject RejectPolicy `yaml:"on_reject"`
 }
+
+// RejectPolicy is what the service does with a site's rejected events
+// (integrations[].on_reject).
+type RejectPolicy string
+
+// The reject policies.
+const (
+	// RejectPause dead-letters an event the site rejects alone, but pauses
+	// the site instead when its rejections are a storm: 401, 403 or 404
+	// (the site or path is wrong, not the event), or most of its recent
+	// requests. A paused site's records wait, neither dead-lettered nor
+	// delivered, until a probe request is accepted.
+	RejectPause RejectPolicy = "pause"
+	// RejectDLQ dead-letters every rejected event and never pauses.
+	RejectDLQ RejectPolicy = "dlq"
+)
 
 // Properties reshapes the properties sent with every event of an integration.
 type Properties struct {
@@ -49,6 +70,8 @@ const (
 	DefaultEnvironment = "PRODUCTION"
 	// DefaultIDClientFrom is where the visitor id comes from unless configured.
 	DefaultIDClientFrom = "attribute:at_internet_id_client"
+	// DefaultOnReject is the reject policy unless configured.
+	DefaultOnReject = RejectPause
 )
 
 // IsEnabled reports whether the integration sends anything.
@@ -66,6 +89,9 @@ func (in *Integration) Default() {
 	in.CollectPath = strings.TrimPrefix(in.CollectPath, "/")
 	if in.CollectPath == "" {
 		in.CollectPath = DefaultCollectPath
+	}
+	if in.OnReject == "" {
+		in.OnReject = DefaultOnReject
 	}
 }
 
@@ -120,6 +146,9 @@ func (in *Integration) Validate() error {
 		if _, err := parseIDSource(src); err != nil {
 			add(fmt.Sprintf("idclient_from[%d]", i), "%v", err)
 		}
+	}
+	if in.OnReject != RejectPause && in.OnReject != RejectDLQ {
+		add("on_reject", "must be pause or dlq, not %q", in.OnReject)
 	}
 	errs = append(errs, fielderr.Prefix("properties", in.Properties.validate()))
 	return errors.Join(errs...)

@@ -44,6 +44,14 @@ type Origin interface {
 	SpanContext() trace.SpanContext
 }
 
+// RequestLinker is what an Origin may also be: a sink that traces its
+// requests tells it the span context of each request that carries its hit
+// (the request's span links to the origin's, and the origin's back to the
+// request's).
+type RequestLinker interface {
+	LinkRequest(trace.SpanContext)
+}
+
 // Reset clears h for reuse, keeping its slices' capacity.
 func (h *Hit) Reset() {
 	props, body := h.Props[:0], h.Body[:0]
@@ -59,6 +67,9 @@ type Site struct {
 	ID int64
 	// Endpoint is the collect URL without its query: scheme, host and path.
 	Endpoint string
+	// OnReject is what the service does with the events the site rejects;
+	// "" means RejectPause.
+	OnReject RejectPolicy
 }
 
 // Kind is the type of a property value.

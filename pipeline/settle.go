@@ -24,6 +24,10 @@ const (
 	// Rejected: refused for good (a permanent HTTP status, an undecodable
 	// record, a stage error). The record goes to the dead-letter topic.
 	Rejected
+	// Parked: the record's site has failed for too long; the record was
+	// written to the parking topic, whose consumer delivers it once the
+	// site answers again.
+	Parked
 )
 
 // String returns the outcome's label. Rejected records end in the
@@ -36,6 +40,8 @@ func (o Outcome) String() string {
 		return "filtered"
 	case Rejected:
 		return "dlq"
+	case Parked:
+		return "parked"
 	default:
 		return "retry_later"
 	}

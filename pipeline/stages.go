@@ -217,7 +217,7 @@ func Compile(cfgs []Integration) (*Integrations, error) {
 		c := &cfgs[i]
 		endpoint, _, _ := c.Endpoint()
 		r := &Route{
-			site:         Site{Integration: c.Name, ID: c.SiteID, Endpoint: endpoint},
+			site:         Site{Integration: c.Name, ID: c.SiteID, Endpoint: endpoint, OnReject: c.OnReject},
 			enabled:      c.IsEnabled(),
 			environments: map[string]bool{},
 			names:        map[string]string{},

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/plugin/kotel"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/atrelay/atrelay/codec"
@@ -44,9 +43,10 @@ type Options struct {
 	// OnReady is passed to the relay: true while the member owns at least
 	// one partition.
 	OnReady func(bool)
-	// TracerProvider, when set, traces every record (a process span whose
-	// parent comes from its traceparent header) and every collect request
-	// (a client span linked to its records' spans).
+	// TracerProvider, when set, traces every record (receive and process
+	// spans in the trace of its traceparent header, see relay.Tracer) and
+	// every collect request (a span linked both ways to its records' spans,
+	// with a client span per attempt, see atinternet.ScopeName).
 	TracerProvider trace.TracerProvider
 }
 
@@ -92,19 +92,20 @@ func Build(cfg *config.Config, o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	var tracer *kotel.Tracer
+	var tracer *relay.Tracer
 	if o.TracerProvider != nil {
 		// dlq.Propagator: a record's traceparent is read as produced, and
 		// the DLQ copy keeps it; atrelay's own goes under atrelay.traceparent.
-		tracer = kotel.NewTracer(kotel.TracerProvider(o.TracerProvider),
-			kotel.TracerPropagator(dlq.Propagator()), kotel.ConsumerGroup(cfg.Kafka.Group))
-		kopts = append(kopts, kgo.WithHooks(kotel.NewKotel(kotel.WithTracer(tracer)).Hooks()...))
-		sc.Tracer = o.TracerProvider.Tracer("github.com/atrelay/atrelay/sinks/atinternet")
+		tracer = relay.NewTracer(o.TracerProvider, relay.TracerOptions{Group: cfg.Kafka.Group,
+			Propagator: dlq.Propagator(), RecordMessageKey: cfg.Telemetry.RecordMessageKey})
+		kopts = append(kopts, kgo.WithHooks(tracer))
+		sc.TracerProvider = o.TracerProvider
 	}
 	r, err := relay.New(relay.Config{
 		Topic:       cfg.Kafka.Topic,
 		Group:       cfg.Kafka.Group,
 		DLQTopic:    cfg.Kafka.DLQTopic,
+		ParkTopic:   cfg.Kafka.ParkTopic,
 		StartLatest: cfg.Kafka.StartFrom == "latest",
 		Delivery:    d.Relay,
 		Batch:       d.Batch,

@@ -6,8 +6,9 @@ import (
 )
 
 // Serve gives the relay telemetry's Metrics: it counts everything the
-// relay reports, rebalances included.
+// relay reports, rebalances, bisections and paused sites included.
 var (
 	_ relay.Metrics          = (*telemetry.Metrics)(nil)
 	_ relay.RebalanceMetrics = (*telemetry.Metrics)(nil)
+	_ relay.IsolationMetrics = (*telemetry.Metrics)(nil)
 )

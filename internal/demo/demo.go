@@ -1,6 +1,7 @@
 // Package demo runs the whole pipeline on embedded defaults: an in-process
 // Kafka (kfake), schema registry (srfake) and sandbox collector, a realistic
-// stream of Purchasely events, and the same service code as `atrelay run`.
+// stream of Purchasely events, and the same service code as `atrelay run`,
+// traced into memory: it ends by printing the trace of one delivered event.
 package demo
 
 import (
@@ -19,11 +20,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/atrelay/atrelay/deploy"
 	"github.com/atrelay/atrelay/internal/app"
 	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/fixture"
+	"github.com/atrelay/atrelay/internal/relay"
 	"github.com/atrelay/atrelay/internal/sandbox"
 	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/schemas"
@@ -92,14 +96,20 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	fmt.Fprintf(o.Out, "atrelay demo: Kafka %s, schema registry %s, sandbox collector %s\n", vars["DEMO_BROKERS"], vars["DEMO_REGISTRY"], collect.URL)
 
-	produced, err := produce(ctx, cluster.ListenAddrs(), topic, partitions, o.Events)
+	// Every span, the producer's included, is kept in memory for the trace
+	// printed at the end.
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	defer tp.Shutdown(context.WithoutCancel(ctx))
+
+	produced, err := produce(ctx, cluster.ListenAddrs(), topic, partitions, o.Events, relay.NewTracer(tp, relay.TracerOptions{}))
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(o.Out, "produced %d records (%d sample events in 3 framings, %d corrupt) to %s\n", produced, o.Events, Poison, topic)
 
 	counts := &counts{filtered: map[string]int64{}}
-	svc, err := app.Build(cfg, app.Options{Metrics: counts})
+	svc, err := app.Build(cfg, app.Options{Metrics: counts, TracerProvider: tp})
 	if err != nil {
 		return nil, err
 	}
@@ -147,6 +157,11 @@ wait:
 		s.Sites[in.SiteID] = in.Name
 	}
 	s.print(o.Out)
+	if t := newEventTrace(spans.Ended()); t != nil {
+		t.print(o.Out)
+	} else {
+		fmt.Fprintln(o.Out, "\n  no delivered event was traced")
+	}
 	if runErr != nil {
 		return s, runErr
 	}
@@ -157,9 +172,11 @@ wait:
 }
 
 // produce writes the sample stream: events keyed and partitioned by visitor,
-// most Confluent-framed, some single-object and raw, plus a few corrupt ones.
-func produce(ctx context.Context, brokers []string, topic string, partitions int32, n int) (int, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond))
+// most Confluent-framed, some single-object and raw, plus a few corrupt ones,
+// each with the traceparent of its send span, as a traced producer writes it.
+func produce(ctx context.Context, brokers []string, topic string, partitions int32, n int, tracer *relay.Tracer) (int, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond),
+		kgo.WithHooks(tracer))
 	if err != nil {
 		return 0, err
 	}

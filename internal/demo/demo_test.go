@@ -3,6 +3,7 @@ package demo_test
 import (
 	"bytes"
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +94,41 @@ func TestDemoSummary(t *testing.T) {
 		if !strings.Contains(out.String(), line) {
 			t.Errorf("output lacks %q", line)
 		}
+	}
+	checkTraceTree(t, out.String())
+}
+
+// checkTraceTree checks the trace the demo ends with: the producer's send
+// span, then each span one level further in, poll, process (delivered,
+// with its event id), the request linked to it (204) and its attempt,
+// each with a duration; no query (no idclient) in the attempt's url.full.
+// Mutations caught (each tried once): the linked requests left out of
+// the tree (no collect line); the process span's links not followed by
+// the sink's LinkRequest (no collect line either).
+func checkTraceTree(t *testing.T, out string) {
+	t.Helper()
+	_, tree, ok := strings.Cut(out, "the trace of one delivered event (trace ")
+	if !ok {
+		t.Fatalf("no trace tree in:\n%s", out)
+	}
+	want := []*regexp.Regexp{
+		regexp.MustCompile(`^    send purchasely\.subscription-events  producer  [0-9.]+[µm]?s \(at \+0s\)$`),
+		regexp.MustCompile(`^    └─ poll purchasely\.subscription-events  client  [0-9.]+[µm]?s `),
+		regexp.MustCompile(`^       └─ process purchasely\.subscription-events  consumer  [0-9.]+[µm]?s `),
+		regexp.MustCompile(`^          │  .*atrelay\.event_id=[0-9a-f-]{36} atrelay\.integration=\w+ atrelay\.outcome=delivered$`),
+		regexp.MustCompile(`^          └─ collect \w+  internal  [0-9.]+[µm]?s \(at \+[0-9.]+[µm]?s\)  \(linked: the request's own trace [0-9a-f]{32}\)$`),
+		regexp.MustCompile(`^             │  .*atrelay\.outcome=delivered http\.response\.status_code=204$`),
+		regexp.MustCompile(`^             └─ POST  client  [0-9.]+[µm]?s `),
+		regexp.MustCompile(`^                   http\.response\.status_code=204 url\.full=http://127\.0\.0\.1:\d+/\w+$`),
+	}
+	i := 0
+	for line := range strings.Lines(tree) {
+		line = strings.TrimSuffix(line, "\n")
+		if i < len(want) && want[i].MatchString(line) {
+			i++
+		}
+	}
+	if i < len(want) {
+		t.Errorf("trace tree: no line matching %s in:\n%s", want[i], tree)
 	}
 }

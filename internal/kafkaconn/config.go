@@ -20,6 +20,10 @@ type Config struct {
 	// earliest or latest.
 	StartFrom string `yaml:"start_from"`
 	DLQTopic  string `yaml:"dlq_topic"`
+	// ParkTopic receives the records of a site that has failed for
+	// longer than delivery.park_after; the parking consumer group,
+	// <group>.park, delivers them once the site answers again.
+	ParkTopic string `yaml:"park_topic"`
 	TLS       TLS    `yaml:"tls"`
 	SASL      SASL   `yaml:"sasl"`
 }
@@ -44,15 +48,21 @@ const (
 	DefaultStartFrom = "earliest"
 	// DLQSuffix makes the default dead-letter topic: <topic>.dlq.
 	DLQSuffix = ".dlq"
+	// ParkSuffix makes the default parking topic: <topic>.park.
+	ParkSuffix = ".park"
 )
 
-// Default fills the unset keys: start_from earliest, dlq_topic <topic>.dlq.
+// Default fills the unset keys: start_from earliest, dlq_topic
+// <topic>.dlq, park_topic <topic>.park.
 func (k *Config) Default() {
 	if k.StartFrom == "" {
 		k.StartFrom = DefaultStartFrom
 	}
 	if k.DLQTopic == "" && k.Topic != "" {
 		k.DLQTopic = k.Topic + DLQSuffix
+	}
+	if k.ParkTopic == "" && k.Topic != "" {
+		k.ParkTopic = k.Topic + ParkSuffix
 	}
 }
 
@@ -83,6 +93,11 @@ func (k *Config) Validate() error {
 		add("dlq_topic", "is required")
 	} else if k.DLQTopic == k.Topic {
 		add("dlq_topic", "must differ from kafka.topic")
+	}
+	// Without a topic there is no default park_topic: kafka.topic's error
+	// says it.
+	if k.ParkTopic != "" && (k.ParkTopic == k.Topic || k.ParkTopic == k.DLQTopic) {
+		add("park_topic", "must differ from kafka.topic and kafka.dlq_topic")
 	}
 	if k.TLS.Enabled {
 		for _, f := range []struct{ key, path string }{{"tls.ca_file", k.TLS.CAFile}, {"tls.cert_file", k.TLS.CertFile}, {"tls.key_file", k.TLS.KeyFile}} {

@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/atrelay/atrelay/internal/app"
 	"github.com/atrelay/atrelay/internal/config"
@@ -55,6 +56,12 @@ func BenchmarkBacklog1M(b *testing.B) {
 }
 
 func benchEndToEnd(b *testing.B, n, perVisitor, maxBuffered int) {
+	benchEndToEndTraced(b, n, perVisitor, maxBuffered, nil)
+}
+
+// benchEndToEndTraced is benchEndToEnd with the service traced by tp (nil:
+// not traced).
+func benchEndToEndTraced(b *testing.B, n, perVisitor, maxBuffered int, tp trace.TracerProvider) {
 	const partitions = 6
 	kafka := testkafka.New(b)
 	topic := kafka.Name(b, "bench")
@@ -115,7 +122,7 @@ telemetry: {metrics_listen: "off", health_listen: "off"}
 	debug.FreeOSMemory()
 	resetPeakRSS() // measure the service, not the producing above
 	m := newCounter()
-	svc, err := app.Build(cfg, app.Options{Metrics: m})
+	svc, err := app.Build(cfg, app.Options{Metrics: m, TracerProvider: tp})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,7 +10,8 @@ import (
 
 // Delivery is the relay's part of the configuration's `delivery` section:
 // how many requests per site, how long to wait between retries, how much
-// to buffer, how often to commit and how long shutdown may take.
+// to buffer, how often to commit, how long shutdown may take and how often
+// a paused site is probed.
 type Delivery struct {
 	// Concurrency is how many requests per site are in flight at once.
 	Concurrency int `yaml:"concurrency"`
@@ -25,6 +26,14 @@ type Delivery struct {
 	// ShutdownTimeout bounds the drain at shutdown, and at a rebalance
 	// together with half the group's rebalance timeout.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// RejectProbeInterval is how often a paused site (a reject storm, see
+	// pipeline.RejectPause) or a parked one (ParkAfter) is sent one of its
+	// requests to learn whether it accepts them again.
+	RejectProbeInterval time.Duration `yaml:"reject_probe_interval"`
+	// ParkAfter is how long a site may fail (no answer, or paused) before
+	// its records go to the parking topic, so that the other sites'
+	// commits advance; 0 disables parking.
+	ParkAfter *time.Duration `yaml:"park_after"`
 }
 
 // The defaults (SPEC §5).
@@ -33,6 +42,13 @@ const (
 	DefaultMaxBufferedEvents = 50000
 	DefaultCommitInterval    = time.Second
 	DefaultShutdownTimeout   = 30 * time.Second
+	// DefaultRejectProbeInterval: a fixed site resumes within half a
+	// minute, and probing a site still wrong costs one request as often.
+	DefaultRejectProbeInterval = 30 * time.Second
+	// DefaultParkAfter is longer than the blips a retry absorbs, and short
+	// enough that one site's outage does not hold the commits (and fill
+	// the buffer) of every other site for long.
+	DefaultParkAfter = 2 * time.Minute
 )
 
 // Default fills the unset keys.
@@ -50,7 +66,17 @@ func (d *Delivery) Default() {
 	if d.ShutdownTimeout == 0 {
 		d.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if d.RejectProbeInterval == 0 {
+		d.RejectProbeInterval = DefaultRejectProbeInterval
+	}
+	if d.ParkAfter == nil {
+		after := DefaultParkAfter
+		d.ParkAfter = &after
+	}
 }
+
+// Parks reports whether parking is on (park_after above 0).
+func (d *Delivery) Parks() bool { return d.ParkAfter != nil && *d.ParkAfter > 0 }
 
 // Validate checks the keys; paths are relative to the section.
 func (d *Delivery) Validate() error {
@@ -64,6 +90,10 @@ func (d *Delivery) Validate() error {
 	positive("max_buffered_events", int64(d.MaxBufferedEvents))
 	positive("commit_interval", int64(d.CommitInterval))
 	positive("shutdown_timeout", int64(d.ShutdownTimeout))
+	positive("reject_probe_interval", int64(d.RejectProbeInterval))
+	if d.ParkAfter != nil && *d.ParkAfter < 0 {
+		errs = append(errs, fielderr.New("park_after", "must not be negative (0 disables parking)"))
+	}
 	errs = append(errs, fielderr.Prefix("backoff", d.Backoff.Validate()))
 	return errors.Join(errs...)
 }

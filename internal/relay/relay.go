@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/plugin/kotel"
 
 	"github.com/atrelay/atrelay/codec"
 	"github.com/atrelay/atrelay/internal/failurelog"
@@ -80,6 +79,11 @@ type Config struct {
 	// Topic is consumed by the consumer group Group; records that cannot
 	// be decoded or delivered go to DLQTopic.
 	Topic, Group, DLQTopic string
+	// ParkTopic, when set and Delivery.ParkAfter is above 0, receives the
+	// records of a site that has failed for longer than ParkAfter; a
+	// parking consumer in the same process (group Group+".park") delivers
+	// them once the site answers again (park.go).
+	ParkTopic string
 	// StartLatest starts a group with no committed offset at the end of
 	// the topic instead of its start.
 	StartLatest bool
@@ -106,11 +110,11 @@ type Config struct {
 	// starts shutting down. Readiness also wants recent contact with the
 	// brokers: see Relay.LastContact.
 	OnReady func(bool)
-	// Tracer, when set, starts a process span per record, its parent taken
-	// from the record's W3C traceparent header; the span ends when the
-	// record is settled or abandoned. Install the same tracer's hooks on the
-	// client (ClientOpts) for the receive spans.
-	Tracer *kotel.Tracer
+	// Tracer, when set, starts a process span per record, a child of its
+	// receive span (or of its W3C traceparent header); the span ends when
+	// the record is settled or abandoned. Install the same tracer's hooks
+	// on the client (ClientOpts) for the receive and DLQ send spans.
+	Tracer *Tracer
 }
 
 // validate checks c after filling its defaults.
@@ -124,7 +128,7 @@ func (c *Config) validate() error {
 	}
 	c.Delivery.Default()
 	c.Batch.Default()
-	errs = append(errs, fielderr.Prefix("delivery", c.Delivery.Validate()), fielderr.Prefix("delivery", c.Batch.Validate()))
+	errs = append(errs, fielderr.Prefix("delivery", c.Delivery.Validate()), fielderr.Prefix("delivery", c.Batch.Validate()), c.validatePark())
 	return errors.Join(errs...)
 }
 
@@ -140,6 +144,7 @@ type Relay struct {
 	batcher *batch.Batcher
 	sender  *sender
 	dlq     *dlq.Writer
+	park    *parking // nil when parking is off (park.go)
 
 	// deliverCtx outlives the consume context by up to shutdown_timeout, so
 	// that work in flight at a signal can still settle.
@@ -234,6 +239,9 @@ func New(cfg Config) (*Relay, error) {
 	// Trackers' contexts end with deliverCtx: a request or DLQ write for a
 	// record ends when its partition moves or at shutdown.
 	r.book = offsets.NewBook(r.deliverCtx)
+	if err := r.newParking(); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -274,12 +282,14 @@ func (r *Relay) Run(ctx context.Context) error {
 		return err
 	}
 	defer r.dlq.Close()
+	defer r.park.close()
 	r.sender = newSender(r, r.cfg.Delivery.Concurrency)
 	r.batcher = batch.New(r.cfg.Batch, r.sender.enqueue)
 	workers, workersDone := r.startWorkers()
 	var background sync.WaitGroup
 	background.Go(func() { r.commitLoop(ctx) })
 	background.Go(func() { r.watchGroup(ctx) })
+	background.Go(func() { r.park.run(ctx) })
 
 	r.poll(ctx, workers)
 
@@ -307,6 +317,11 @@ func (r *Relay) connect(ctx, clientCtx context.Context) error {
 		Backoff:      r.cfg.Delivery.Backoff,
 	})
 	if err != nil {
+		cl.Close()
+		return fmt.Errorf("relay: %w", err)
+	}
+	if err := r.park.open(r); err != nil {
+		r.dlq.Close()
 		cl.Close()
 		return fmt.Errorf("relay: %w", err)
 	}
@@ -392,6 +407,7 @@ func (r *Relay) clientOpts() []kgo.Opt {
 func (r *Relay) kill() {
 	r.crashed.Store(true)
 	r.cancelDeliver()
+	r.park.kill()
 }
 
 // waitSettled returns once no record is buffered or ctx ends.

@@ -20,6 +20,8 @@ import (
 type sender struct {
 	r           *Relay
 	concurrency int
+	probeEvery  time.Duration
+	parkAfter   time.Duration // 0: parking is off
 
 	mu     sync.Mutex
 	sites  map[*pipeline.Site]*siteQueue
@@ -28,17 +30,29 @@ type sender struct {
 }
 
 // siteQueue is one site's FIFO of requests, served by concurrency
-// goroutines.
+// goroutines; while the site is paused (pause.go), by its probe only;
+// while it is parked (park.go), by its probe and the parking of the rest.
 type siteQueue struct {
+	r          *Relay
+	site       *pipeline.Site
+	probeEvery time.Duration
+
 	mu     sync.Mutex
 	cond   sync.Cond
 	reqs   []pipeline.Request // reqs[head:] are waiting, oldest first
 	head   int
 	closed bool
+	pause
+	parkState
 }
 
 func newSender(r *Relay, concurrency int) *sender {
-	return &sender{r: r, concurrency: max(concurrency, 1), sites: map[*pipeline.Site]*siteQueue{}}
+	s := &sender{r: r, concurrency: max(concurrency, 1), probeEvery: r.cfg.Delivery.RejectProbeInterval,
+		sites: map[*pipeline.Site]*siteQueue{}}
+	if r.park != nil {
+		s.parkAfter = r.park.after
+	}
+	return s
 }
 
 // enqueue is the batcher's flush callback: it queues a site's requests and
@@ -68,17 +82,25 @@ func (s *sender) queue(site *pipeline.Site) *siteQueue {
 	}
 	q := s.sites[site]
 	if q == nil {
-		q = &siteQueue{}
+		q = &siteQueue{r: s.r, site: site, probeEvery: s.probeEvery}
 		q.cond.L = &q.mu
+		if s.parkAfter > 0 {
+			q.parkAfter = s.parkAfter
+			q.siteCtx, q.cancelSite = context.WithCancel(s.r.deliverCtx)
+		}
 		s.sites[site] = q
 		for range s.concurrency {
 			s.wg.Go(func() {
 				for {
-					req, ok := q.pop()
-					if !ok {
+					req, how, ok := q.pop()
+					switch {
+					case !ok:
 						return
+					case how == parkIt:
+						s.r.parkRequest(q, req)
+					default:
+						s.r.send(q, req, how == probeIt)
 					}
-					s.r.send(req)
 				}
 			})
 		}
@@ -86,24 +108,43 @@ func (s *sender) queue(site *pipeline.Site) *siteQueue {
 	return q
 }
 
-// pop returns the oldest request, waiting for one; false once the queue is
-// closed and empty.
-func (q *siteQueue) pop() (pipeline.Request, bool) {
+// What a popped request is for.
+type use uint8
+
+const (
+	sendIt  use = iota // send it
+	probeIt            // send it as the paused or parked site's probe
+	parkIt             // write its records to the parking topic
+)
+
+// pop returns the oldest request, waiting for one, and what it is for;
+// false once the queue is closed and empty. While the site is paused it
+// waits for the probe to be due, and returns one request at a time as the
+// probe; while it is parked, it returns the probe when due, and every
+// other request to be parked.
+func (q *siteQueue) pop() (req pipeline.Request, how use, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for q.head == len(q.reqs) && !q.closed {
+	for !q.closed && (q.head == len(q.reqs) || q.paused && !q.parking && !q.probeDue) {
 		q.cond.Wait()
 	}
 	if q.head == len(q.reqs) {
-		return pipeline.Request{}, false
+		return pipeline.Request{}, sendIt, false
 	}
-	req := q.reqs[q.head]
+	switch {
+	case q.closed || !q.paused && !q.parking:
+	case q.probeDue:
+		q.probeDue, how = false, probeIt
+	default:
+		how = parkIt
+	}
+	req = q.reqs[q.head]
 	q.reqs[q.head] = pipeline.Request{}
 	q.head++
 	if q.head == len(q.reqs) {
 		q.reqs, q.head = q.reqs[:0], 0
 	}
-	return req, true
+	return req, how, true
 }
 
 // purge drops, from every queued request, the hits of partitions whose
@@ -153,6 +194,15 @@ func (s *sender) close() {
 	for _, q := range s.sites {
 		q.mu.Lock()
 		q.closed = true
+		if q.timer != nil {
+			q.timer.Stop()
+		}
+		if q.watchdog != nil {
+			q.watchdog.Stop()
+		}
+		if q.cancelSite != nil {
+			q.cancelSite()
+		}
 		q.mu.Unlock()
 		q.cond.Broadcast()
 	}
@@ -161,35 +211,95 @@ func (s *sender) close() {
 }
 
 // send delivers one request and settles its records: delivered, or
-// dead-lettered when rejected. A request without an answer is sent again
-// (after a backoff) for as long as the relay runs: only the end of a
+// dead-lettered when rejected. A request rejected with 400 is bisected
+// first (bisect.go), and the records of a paused site wait in its queue
+// (pause.go); probe says the site is paused and req is its probe.
+func (r *Relay) send(q *siteQueue, req pipeline.Request, probe bool) {
+	var requests int64
+	r.deliver(q, req, probe, &requests)
+	if requests > 0 {
+		r.isolation().Bisected(r.deliverCtx, req.Site.Integration, requests)
+	}
+}
+
+// deliver sends req until it has an answer and acts on it; it adds to
+// bisected the requests a bisection sent.
+func (r *Relay) deliver(q *siteQueue, req pipeline.Request, probe bool, bisected *int64) {
+	s, ok := r.answer(q, &req, probe)
+	switch {
+	case !ok:
+		if probe {
+			q.probeLost()
+		}
+		return
+	case s.Outcome == pipeline.Delivered:
+		q.delivered(s)
+		now := time.Now()
+		for _, h := range req.Hits {
+			it := itemOf(h)
+			r.metrics.DeliveryLatency(r.deliverCtx, req.Site.Integration, now.Sub(it.created))
+			r.settle(it, s)
+		}
+		return
+	case probe && q.probeRejected(req, s):
+		return
+	case s.Outcome == pipeline.RetryLater:
+		// A parked site's probe got no answer in time, and the parking
+		// ended meanwhile: req goes again.
+		q.requeue(req)
+		return
+	case bisects(req, s):
+		older, newer := halves(req)
+		*bisected += 2
+		r.deliver(q, older, false, bisected)
+		r.deliver(q, newer, false, bisected)
+		return
+	case q.rejected(req, s):
+		return
+	}
+	for _, h := range req.Hits {
+		r.deadLetter(itemOf(h), "deliver", s)
+	}
+}
+
+// answer sends req until the sink answers it for good (delivered or
+// rejected) and returns that answer. A request without an answer is sent
+// again (after a backoff) for as long as the relay runs: only the end of a
 // partition's assignment or shutdown releases records unsettled, so a
 // collector that fails in a way the HTTP client does not retry (a redirect
 // loop, a certificate that fails verification) stalls its records instead
-// of stranding them.
-func (r *Relay) send(req pipeline.Request) {
+// of stranding them — until its site is parked (park.go), which ends the
+// request. ok is false when none of req's records is this member's any
+// more, or, unless req is the probe, when its site is paused or parked:
+// req then waits in the queue, or is parked. A parked site's probe waits
+// one probe interval for an answer, and is returned as RetryLater without.
+func (r *Relay) answer(q *siteQueue, req *pipeline.Request, probe bool) (s pipeline.Settlement, ok bool) {
+	if q.parkAfter > 0 {
+		q.sending(1)
+		defer q.sending(-1)
+	}
 	for attempt := 0; ; attempt++ {
 		req.Hits = r.liveHits(req.Hits)
 		if len(req.Hits) == 0 {
-			return
+			return s, false
+		}
+		siteCtx, parking, held := q.beforeSend(*req, probe)
+		if held {
+			return s, false
 		}
 		ctx, done := requestContext(req.Hits)
-		s := r.cfg.Sink.Send(ctx, req)
+		if siteCtx != nil {
+			ctx, done = endWith(ctx, done, siteCtx)
+		}
+		stopProbe := func() {}
+		if probe && parking {
+			ctx, stopProbe = context.WithTimeout(ctx, q.probeEvery)
+		}
+		s = r.cfg.Sink.Send(ctx, *req)
+		stopProbe()
 		done()
-		switch s.Outcome {
-		case pipeline.Delivered:
-			now := time.Now()
-			for _, h := range req.Hits {
-				it := itemOf(h)
-				r.metrics.DeliveryLatency(r.deliverCtx, req.Site.Integration, now.Sub(it.created))
-				r.settle(it, s)
-			}
-			return
-		case pipeline.Rejected:
-			for _, h := range req.Hits {
-				r.deadLetter(itemOf(h), "deliver", s)
-			}
-			return
+		if s.Outcome != pipeline.RetryLater || probe && parking {
+			return s, true
 		}
 		// RetryLater: the request's context ended (a partition moved, or
 		// shutdown: liveHits releases those records next), or the sink's
@@ -197,6 +307,17 @@ func (r *Relay) send(req pipeline.Request) {
 		if ctx.Err() == nil {
 			backoff.Sleep(r.deliverCtx, max(r.cfg.Delivery.Backoff.Delay(attempt), s.RetryAfter))
 		}
+	}
+}
+
+// endWith returns ctx, ending also when other ends, and its release.
+func endWith(ctx context.Context, done func(), other context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(other, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+		done()
 	}
 }
 

@@ -103,6 +103,14 @@ type stub struct {
 	commit, shutdown time.Duration
 	// concurrency is how many requests are sent at a time; 0 means 2.
 	concurrency int
+	// batch is how hits are batched; the zero value means 10 events or a
+	// millisecond.
+	batch batch.Config
+	// probe is delivery.reject_probe_interval; 0 means 10 ms.
+	probe time.Duration
+	// parkAfter is delivery.park_after, with the parking topic
+	// <topic>.park; 0 means no parking.
+	parkAfter time.Duration
 }
 
 // newStubRelay is the one place the unit tests build a relay.Config: when
@@ -124,11 +132,22 @@ func newStubRelay(t *testing.T, k *testkafka.Cluster, topic, group string, s stu
 	if s.concurrency == 0 {
 		s.concurrency = 2
 	}
+	if s.batch == (batch.Config{}) {
+		s.batch = batch.Config{MaxEvents: 10, MaxBytes: 1 << 20, Linger: time.Millisecond}
+	}
+	if s.probe == 0 {
+		s.probe = 10 * time.Millisecond
+	}
+	parkTopic := ""
+	if s.parkAfter > 0 {
+		parkTopic = topic + ".park"
+	}
 	r, err := relay.New(relay.Config{
-		Topic: topic, Group: group, DLQTopic: topic + ".dlq",
-		Batch: batch.Config{MaxEvents: 10, MaxBytes: 1 << 20, Linger: time.Millisecond},
+		Topic: topic, Group: group, DLQTopic: topic + ".dlq", ParkTopic: parkTopic,
+		Batch: s.batch,
 		Delivery: relay.Delivery{MaxBufferedEvents: 100, CommitInterval: s.commit, ShutdownTimeout: s.shutdown,
-			Concurrency: s.concurrency, Backoff: backoff.Config{Min: time.Millisecond, Max: 5 * time.Millisecond}},
+			Concurrency: s.concurrency, Backoff: backoff.Config{Min: time.Millisecond, Max: 5 * time.Millisecond},
+			RejectProbeInterval: s.probe, ParkAfter: &s.parkAfter},
 		ClientOpts: []kgo.Opt{kgo.SeedBrokers(k.Brokers()...)},
 		Decoder:    s.decoder, Stages: s.stages, Sink: s.sink, Metrics: s.metrics, Logger: s.logger, OnReady: s.onReady,
 	})

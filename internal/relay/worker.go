@@ -89,6 +89,7 @@ func (r *Relay) process(it *item, sc *scratch) {
 		return
 	}
 	it.created = sc.ev.EventCreatedAt
+	r.spans.decoded(it, &sc.ev)
 	it.hit.Event, it.hit.Origin, it.hit.Props = &sc.ev, it, sc.props[:0]
 	rep, err := r.cfg.Stages.Process(ctx, &it.hit)
 	if rep.Truncated > 0 {

@@ -19,6 +19,10 @@ type Config struct {
 	// fetch or group request (join, sync, heartbeat) before /readyz
 	// answers 503, even while it still owns partitions.
 	ReadyTimeout time.Duration `yaml:"ready_timeout"`
+	// RecordMessageKey records each record's Kafka key on its spans
+	// (messaging.kafka.message.key). Off by default: the key of a
+	// Purchasely event is the visitor's id.
+	RecordMessageKey bool `yaml:"record_message_key"`
 }
 
 // The defaults (SPEC §5). The listeners bind every interface, so that
@@ -38,7 +42,8 @@ const (
 	MinReadyTimeout = 5 * time.Second
 )
 
-// Default fills the unset keys.
+// Default fills the unset keys; record_message_key's default, false, is
+// its zero value.
 func (c *Config) Default() {
 	if c.ServiceName == "" {
 		c.ServiceName = DefaultServiceName

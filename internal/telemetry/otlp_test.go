@@ -245,7 +245,7 @@ func TestDroppedSpansAreCounted(t *testing.T) {
 		t.Errorf("%d first lines in %d lines, want 1 in at most 2 (first, then summary or recovery):\n%s", first, lines, out)
 	}
 	logged := 0
-	for _, m := range regexp.MustCompile(`failures=(\d+)`).FindAllStringSubmatch(out, -1) {
+	for _, m := range regexp.MustCompile(`\bfailures=(\d+)`).FindAllStringSubmatch(out, -1) {
 		k, _ := strconv.Atoi(m[1])
 		logged += k
 	}

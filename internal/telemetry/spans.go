@@ -17,10 +17,11 @@ import (
 )
 
 // SpansPerRecord is how many spans the queue holds per buffered record:
-// its receive and process spans, and a share of a collect request's span or
-// of a DLQ publish span, with room to spare. A whole buffer of records
-// settling between two exports (a replay) then fits in the queue.
-const SpansPerRecord = 4
+// its receive and process spans, and its share of a collect request's span
+// and attempt spans (2 when each record has a request of its own) or its
+// DLQ send span, with room for a retry. A whole buffer of records settling
+// between two exports (a replay) then fits in the queue.
+const SpansPerRecord = 5
 
 // spanQueueSize is the span queue's size: OTEL_BSP_MAX_QUEUE_SIZE when set,
 // else SpansPerRecord per buffered record, and never below the SDK's

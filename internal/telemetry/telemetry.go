@@ -73,8 +73,11 @@ type Options struct {
 // OTEL_EXPORTER_OTLP_METRICS_ENDPOINT set, metrics are also pushed over
 // OTLP/HTTP. With OTEL_EXPORTER_OTLP_ENDPOINT or
 // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set, it builds the tracer provider,
-// whose span queue is sized for MaxBufferedEvents and counts what it drops.
-// The exporters read the other OTEL_* variables themselves.
+// whose span queue is sized for MaxBufferedEvents and counts what it drops,
+// and whose sampler is the SDK's: OTEL_TRACES_SAMPLER and
+// OTEL_TRACES_SAMPLER_ARG, else parentbased_always_on. The resource
+// follows OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (newResource). The
+// exporters read the other OTEL_* variables themselves.
 func Setup(o Options) (*Telemetry, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -98,7 +101,11 @@ func Setup(o Options) (*Telemetry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
 	}
-	res := resource.NewSchemaless(semconv.ServiceName(o.ServiceName), semconv.ServiceVersion(o.Version))
+	res, err := newResource(o)
+	if err != nil {
+		// A malformed OTEL_RESOURCE_ATTRIBUTES: the rest still applies.
+		o.Logger.Warn("telemetry: resource partly detected", "error", err)
+	}
 	mopts := []sdkmetric.Option{sdkmetric.WithReader(prom), sdkmetric.WithResource(res), sdkmetric.WithView(kotelView)}
 	otlpMetrics := os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != ""
 	if otlpMetrics {
@@ -130,6 +137,24 @@ func Setup(o Options) (*Telemetry, error) {
 		t.Tracing = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(t.spans), sdktrace.WithResource(res))
 	}
 	return t, nil
+}
+
+// newResource describes the service to both providers: service.name is
+// OTEL_SERVICE_NAME, else a service.name in OTEL_RESOURCE_ATTRIBUTES, else
+// the configuration's service_name; OTEL_RESOURCE_ATTRIBUTES adds the
+// deployment's own attributes, and the SDK its telemetry.sdk.* ones. On a
+// malformed variable it returns what it could detect with the error.
+func newResource(o Options) (*resource.Resource, error) {
+	res, err := resource.New(context.Background(),
+		// Later detectors win: the variables override the configuration.
+		resource.WithAttributes(semconv.ServiceName(o.ServiceName), semconv.ServiceVersion(o.Version)),
+		resource.WithFromEnv(),
+		resource.WithTelemetrySDK(),
+	)
+	if res == nil {
+		res = resource.NewSchemaless(semconv.ServiceName(o.ServiceName), semconv.ServiceVersion(o.Version))
+	}
+	return res, err
 }
 
 // Handler serves /metrics.
@@ -169,6 +194,10 @@ type Metrics struct {
 	dlqErrors    metric.Int64Counter
 	rebalances   metric.Int64Counter
 	spansDropped metric.Int64Counter
+	bisections   metric.Int64Counter
+	bisected     metric.Int64Counter
+	pausedSites  metric.Int64UpDownCounter
+	parkingSites metric.Int64UpDownCounter
 	meter        metric.Meter
 
 	sets sync.Map // string key -> metric.MeasurementOption
@@ -206,6 +235,18 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	add(err)
 	m.spansDropped, err = m.meter.Int64Counter("atrelay.telemetry.spans.dropped", metric.WithUnit("{span}"),
 		metric.WithDescription("Spans never exported, by reason: queue_full (export did not keep up), export_failed (the OTLP endpoint refused them or was unreachable)."))
+	add(err)
+	m.bisections, err = m.meter.Int64Counter("atrelay.delivery.bisections", metric.WithUnit("{bisection}"),
+		metric.WithDescription("Requests of several events answered 400, split in halves and sent again until the rejected events stood alone, by integration."))
+	add(err)
+	m.bisected, err = m.meter.Int64Counter("atrelay.delivery.bisection.requests", metric.WithUnit("{request}"),
+		metric.WithDescription("Requests the bisections sent beyond the rejected ones, by integration."))
+	add(err)
+	m.pausedSites, err = m.meter.Int64UpDownCounter("atrelay.sites.paused", metric.WithUnit("{site}"),
+		metric.WithDescription("1 while an integration's site is paused by a reject storm (its records wait, neither delivered nor dead-lettered), by integration and the status that paused it."))
+	add(err)
+	m.parkingSites, err = m.meter.Int64UpDownCounter("atrelay.sites.parking", metric.WithUnit("{site}"),
+		metric.WithDescription("1 while an integration's site, failing for longer than park_after, has its records written to the parking topic, by integration."))
 	add(err)
 	return m, errors.Join(errs...)
 }
@@ -251,6 +292,9 @@ func (m *Metrics) zero(ctx context.Context, integrations []string) {
 		for _, r := range retryReasonsAtStart {
 			m.retries.Add(ctx, 0, m.retryOpt(in, r))
 		}
+		m.bisections.Add(ctx, 0, m.site(in))
+		m.bisected.Add(ctx, 0, m.site(in))
+		m.parkingSites.Add(ctx, 0, m.site(in))
 	}
 	for _, r := range abandonedAtStart {
 		m.Abandoned(ctx, r, 0)
@@ -380,6 +424,38 @@ const (
 // SpansDropped counts spans that were never exported, by reason.
 func (m *Metrics) SpansDropped(ctx context.Context, reason string, n int64) {
 	m.spansDropped.Add(ctx, n, m.reasonOpt("spansdropped/", reason))
+}
+
+// Bisected counts a request rejected with 400 that was bisected to isolate
+// its rejected events, and the requests the bisection sent
+// (relay.IsolationMetrics).
+func (m *Metrics) Bisected(ctx context.Context, integration string, requests int64) {
+	m.bisections.Add(ctx, 1, m.site(integration))
+	m.bisected.Add(ctx, requests, m.site(integration))
+}
+
+// SitePaused records that an integration's site was paused by a reject
+// storm of status, or resumed (relay.IsolationMetrics): the series of the
+// integration and status is 1 while paused, 0 after.
+func (m *Metrics) SitePaused(ctx context.Context, integration string, status int, paused bool) {
+	n := int64(-1)
+	if paused {
+		n = 1
+	}
+	m.pausedSites.Add(ctx, n, m.opt("paused/"+integration+"/"+strconv.Itoa(status), func() attribute.Set {
+		return attribute.NewSet(attribute.String("integration", integration), attribute.Int("http.response.status_code", status))
+	}))
+}
+
+// SiteParking records that an integration's site started or stopped
+// parking its records (relay.IsolationMetrics): its series is 1 while
+// parking.
+func (m *Metrics) SiteParking(ctx context.Context, integration string, parking bool) {
+	n := int64(-1)
+	if parking {
+		n = 1
+	}
+	m.parkingSites.Add(ctx, n, m.site(integration))
 }
 
 // Gauges are what the observable gauges read at each collection.

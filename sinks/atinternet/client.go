@@ -20,8 +20,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/atrelay/atrelay/internal/backoff"
@@ -55,16 +53,17 @@ type Config struct {
 	// OnRetry, when set, is called before each retry with its reason
 	// (http_503, timeout, connection).
 	OnRetry func(site *pipeline.Site, reason string)
-	// Tracer, when set, records a client span per request, linked to the
-	// span of each hit's Origin.
-	Tracer trace.Tracer
+	// TracerProvider, when set, traces each request and each of its
+	// attempts (see ScopeName); Transport is then wrapped in otelhttp's.
+	TracerProvider trace.TracerProvider
 }
 
 // Client sends requests to collect servers. Build it once; it is safe for
 // concurrent use and keeps connections alive between requests.
 type Client struct {
-	cfg Config
-	rc  *retryablehttp.Client
+	cfg    Config
+	rc     *retryablehttp.Client
+	tracer trace.Tracer // nil when not tracing
 
 	mu    sync.Mutex
 	sites map[*pipeline.Site]*siteState
@@ -79,6 +78,7 @@ type attemptInfo struct {
 	site    *pipeline.Site
 	attempt int
 	start   time.Time
+	body    []byte // the request body, for the traced transport (attemptTransport)
 }
 
 // maxErrorBody is how much of an error response is kept.
@@ -116,6 +116,10 @@ func NewClient(cfg Config) *Client {
 		}
 	}
 	c := &Client{cfg: cfg, sites: map[*pipeline.Site]*siteState{}}
+	if cfg.TracerProvider != nil {
+		c.tracer = cfg.TracerProvider.Tracer(ScopeName)
+		transport = tracedTransport(transport, cfg.TracerProvider)
+	}
 	rc := retryablehttp.NewClient()
 	rc.HTTPClient = &http.Client{Transport: transport, Timeout: cfg.RequestTimeout}
 	rc.Logger = nil // we log through slog, below
@@ -262,12 +266,13 @@ func Body(hits []*pipeline.Hit) []byte {
 // when ctx ended or the retries ran out first. Every response body is
 // drained and closed.
 func (c *Client) Send(ctx context.Context, req pipeline.Request) (s pipeline.Settlement) {
-	if c.cfg.Tracer != nil {
+	if c.tracer != nil {
 		var span trace.Span
 		ctx, span = c.startSpan(ctx, req)
 		defer func() { endSpan(span, s) }()
 	}
-	r, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, URL(req.Site, req.IDClient), Body(req.Hits))
+	body := Body(req.Hits)
+	r, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, URL(req.Site, req.IDClient), body)
 	if err != nil {
 		// Only a malformed endpoint gets here, and config validation
 		// refuses those: no retry can build this request.
@@ -275,7 +280,7 @@ func (c *Client) Send(ctx context.Context, req pipeline.Request) (s pipeline.Set
 	}
 	r.Header.Set("Content-Type", "text/plain;charset=UTF-8")
 	r.Header.Set("User-Agent", c.cfg.UserAgent)
-	r = r.WithContext(context.WithValue(ctx, siteKey{}, &attemptInfo{site: req.Site, start: time.Now()}))
+	r = r.WithContext(context.WithValue(ctx, siteKey{}, &attemptInfo{site: req.Site, start: time.Now(), body: body}))
 	st := c.site(req.Site)
 	st.waiting.Add(int64(len(req.Hits)))
 	resp, err := c.rc.Do(r)
@@ -308,47 +313,6 @@ func (c *Client) Send(ctx context.Context, req pipeline.Request) (s pipeline.Set
 		return pipeline.Settlement{Outcome: pipeline.Rejected, Reason: pipeline.StatusReason(resp.StatusCode), Status: resp.StatusCode,
 			Err: fmt.Errorf("collect server rejected the request: HTTP %d: %s", resp.StatusCode, b)}
 	}
-}
-
-// startSpan starts the request's client span (OpenTelemetry HTTP
-// conventions), linked to the span of each hit's origin that has one.
-func (c *Client) startSpan(ctx context.Context, req pipeline.Request) (context.Context, trace.Span) {
-	var links []trace.Link
-	for _, h := range req.Hits {
-		if h.Origin == nil {
-			continue
-		}
-		if sc := h.Origin.SpanContext(); sc.IsValid() {
-			links = append(links, trace.Link{SpanContext: sc})
-		}
-	}
-	host := req.Site.Endpoint
-	if u, err := url.Parse(req.Site.Endpoint); err == nil {
-		host = u.Host
-	}
-	return c.cfg.Tracer.Start(ctx, "POST", trace.WithSpanKind(trace.SpanKindClient), trace.WithLinks(links...),
-		trace.WithAttributes(
-			attribute.String("http.request.method", http.MethodPost),
-			attribute.String("server.address", host),
-			attribute.String("url.full", req.Site.Endpoint),
-			attribute.Int64("atrelay.site_id", req.Site.ID),
-			attribute.Int("atrelay.events", len(req.Hits)),
-		))
-}
-
-func endSpan(span trace.Span, s pipeline.Settlement) {
-	if s.Status != 0 {
-		span.SetAttributes(attribute.Int("http.response.status_code", s.Status))
-	}
-	if s.Outcome != pipeline.Delivered {
-		span.SetAttributes(attribute.String("atrelay.outcome", s.Outcome.String()), attribute.String("atrelay.reason", s.Reason))
-		msg := s.Reason
-		if s.Err != nil {
-			msg = s.Err.Error()
-		}
-		span.SetStatus(codes.Error, msg)
-	}
-	span.End()
 }
 
 // retrying counts a failed attempt and logs it: the first failure of a

@@ -17,10 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel/codes"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 
 	"github.com/atrelay/atrelay/internal/backoff"
@@ -439,55 +435,5 @@ func TestErrorReason(t *testing.T) {
 		if got := atinternet.ErrorReason(tt.err); got != tt.want {
 			t.Errorf("ErrorReason(%v) = %q, want %q", tt.err, got, tt.want)
 		}
-	}
-}
-
-// origin is a hit's Origin with a fixed span context.
-type origin trace.SpanContext
-
-func (o origin) SpanContext() trace.SpanContext { return trace.SpanContext(o) }
-
-// TestRequestSpanLinksOrigins: with a Tracer, each request gets one client
-// span, linked to the span of every hit's origin that is traced (an
-// untraced origin and a hit without one add no link), and a rejection marks
-// it as an error.
-func TestRequestSpanLinksOrigins(t *testing.T) {
-	status := atomic.Int32{}
-	status.Store(204)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.WriteHeader(int(status.Load()))
-	}))
-	defer srv.Close()
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	c := client(t, atinternet.Config{Tracer: tp.Tracer("test"), MaxRetries: 1})
-	traced := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsSampled})
-	site := &pipeline.Site{Integration: "fitness", ID: 7, Endpoint: srv.URL + "/event"}
-	req := request(site, "v", 3)
-	req.Hits[0].Origin = origin(traced)
-	req.Hits[1].Origin = origin(trace.SpanContext{})
-
-	if s := c.Send(context.Background(), req); s.Outcome != pipeline.Delivered {
-		t.Fatalf("Send = %+v", s)
-	}
-	status.Store(400)
-	if s := c.Send(context.Background(), req); s.Outcome != pipeline.Rejected {
-		t.Fatalf("Send = %+v", s)
-	}
-	spans := rec.Ended()
-	if len(spans) != 2 {
-		t.Fatalf("%d spans, want one per request", len(spans))
-	}
-	for i, sp := range spans {
-		if sp.Name() != "POST" || sp.SpanKind() != trace.SpanKindClient {
-			t.Errorf("span %q kind %v", sp.Name(), sp.SpanKind())
-		}
-		if l := sp.Links(); len(l) != 1 || !l[0].SpanContext.Equal(traced) {
-			t.Errorf("span %d links %v, want only the traced origin %v", i, l, traced)
-		}
-	}
-	if spans[0].Status().Code == codes.Error || spans[1].Status().Code != codes.Error {
-		t.Errorf("statuses %v, %v: want ok, then error", spans[0].Status(), spans[1].Status())
 	}
 }

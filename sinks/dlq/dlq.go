@@ -121,7 +121,7 @@ type Config struct {
 }
 
 // Propagator returns the W3C trace-context propagator for atrelay's Kafka
-// clients' tracing hooks (kotel.TracerPropagator): it extracts a record's
+// clients' tracing hooks (relay.TracerOptions.Propagator): it extracts a record's
 // context from its traceparent and tracestate headers, as the record's
 // producer wrote them, and injects atrelay's own under the atrelay. prefix
 // (HeaderTraceParent). A dead-letter record, the only record atrelay
