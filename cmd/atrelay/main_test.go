@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -320,7 +321,9 @@ telemetry: {metrics_listen: "off", health_listen: "off"}
 		t.Run(tt.level, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel() // start and stop at once
-			var stderr bytes.Buffer
+			// The Kafka client's goroutines may still log while the
+			// client closes: the buffer must take concurrent writes.
+			var stderr lockedBuffer
 			if code := cli(ctx, []string{"run", "--config", cfgPath, "--log-level", tt.level}, new(bytes.Buffer), &stderr); code != 0 {
 				t.Fatalf("exit %d\n%s", code, stderr.String())
 			}
@@ -329,6 +332,24 @@ telemetry: {metrics_listen: "off", health_listen: "off"}
 			}
 		})
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func writeFile(t *testing.T, content string) string {

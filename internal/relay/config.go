@@ -10,8 +10,8 @@ import (
 
 // Delivery is the relay's part of the configuration's `delivery` section:
 // how many requests per site, how long to wait between retries, how much
-// to buffer, how often to commit, how long shutdown may take and how often
-// a paused site is probed.
+// to buffer, how often to commit, how long shutdown may take, how often a
+// paused or parked site is probed and when a failing site is parked.
 type Delivery struct {
 	// Concurrency is how many requests per site are in flight at once.
 	Concurrency int `yaml:"concurrency"`
@@ -32,7 +32,8 @@ type Delivery struct {
 	RejectProbeInterval time.Duration `yaml:"reject_probe_interval"`
 	// ParkAfter is how long a site may fail (no answer, or paused) before
 	// its records go to the parking topic, so that the other sites'
-	// commits advance; 0 disables parking.
+	// commits advance; 0 disables parking. It is a pointer so that an
+	// unset key (nil: the default) differs from 0s (off).
 	ParkAfter *time.Duration `yaml:"park_after"`
 }
 

@@ -586,15 +586,16 @@ func TestBisectThroughCollectClient(t *testing.T) {
 	}
 }
 
-// TestParkFailingSite: a site that answers nothing for longer than
-// park_after is parked: its records (those waiting, those in flight, and
-// new ones) are written to the parking topic with their origin and
-// settled as parked, so that the main group commits its end while the
-// site is still down, and the other site keeps delivering. The parking
-// consumer (group <group>.park) holds the parked records, uncommitted,
-// while the site is down, and delivers them once it is up; the site's own
-// probe ends the parking, and its new records go direct again. Every
-// record is delivered once; nothing is dead-lettered or lost.
+// TestParkFailingSite: a site that has failed for longer than park_after
+// — answering nothing, or paused by a 404 — is parked: its records (those
+// waiting, those in flight, and new ones) are written to the parking topic
+// with their origin and settled as parked, so that the main group commits
+// its end while the site still fails, and the other site keeps
+// delivering. The parking consumer (group <group>.park) holds the parked
+// records, uncommitted, while the site fails, and delivers them once it is
+// fixed; the site's own probe ends the parking, and its new records go
+// direct again. Every record is delivered once; nothing is dead-lettered
+// or lost.
 // Mutations caught (each applied once, seen failing, reverted):
 // checkFailing() never parking (partition 0 never commits while the site
 // is down: time-out); parkRequest() settling without writing to the
@@ -603,86 +604,100 @@ func TestBisectThroughCollectClient(t *testing.T) {
 // of a parked site (they keep waiting on the down site: time-out);
 // delivered() not ending the parking (the site stays parked: time-out).
 func TestParkFailingSite(t *testing.T) {
-	const n = 20
-	s := newStubTopic(t, 2)
-	parkTopic := s.topic + ".park"
-	s.k.CreateTopic(t, parkTopic, 1)
-	s.produce(t, 2, 0, n)
-	down := &pipeline.Site{Integration: "down", ID: 503, Endpoint: "http://127.0.0.1/down"}
-	good := &pipeline.Site{Integration: "good", ID: 1, Endpoint: "http://127.0.0.1/event"}
-	sink := newCollectSink()
-	sink.setDown(down)
-	var logs lockedBuffer
-	m := newCounter()
-	stop := runRelay(t, newStubRelay(t, s.k, s.topic, s.group, stub{stages: twoSites(down, good), sink: sink, metrics: m,
-		logger: slog.New(slog.NewTextHandler(&logs, nil)), parkAfter: 50 * time.Millisecond, probe: 20 * time.Millisecond}))
-	failed := func() string {
-		if d := m.sum(pipeline.Rejected.String()); d != 0 {
-			return strconv.FormatInt(d, 10) + " records dead-lettered"
-		}
-		if a := m.abandoned(); a != 0 {
-			return strconv.FormatInt(a, 10) + " records released unsettled"
-		}
-		return ""
+	tests := []struct {
+		name      string
+		reason    string
+		fail, fix func(*collectSink, *pipeline.Site)
+	}{
+		{"no answer", "no_answer", (*collectSink).setDown, (*collectSink).setUp},
+		{"paused by 404", "http_404",
+			func(s *collectSink, site *pipeline.Site) { s.setStatus(site, http.StatusNotFound) },
+			func(s *collectSink, site *pipeline.Site) { s.setStatus(site, 0) }},
 	}
-
-	// The site is down: its records are parked, and the main group
-	// commits its end; the parking group commits nothing.
-	until(t, "the down site's records parked and the main group's end committed", sink, m, func() bool {
-		return m.get(pipeline.Parked.String(), "no_answer") == n &&
-			maps.Equal(s.k.Committed(t, s.group, s.topic), map[int32]int64{0: n, 1: n})
-	}, failed)
-	if got := s.k.Committed(t, s.group+relay.ParkGroupSuffix, parkTopic); got[0] != 0 {
-		t.Fatalf("the parking group committed %v while the site is down, want nothing", got)
-	}
-	if p := m.get("parking", "down"); p != 1 {
-		t.Fatalf("parking gauge of down = %d, want 1", p)
-	}
-	seen := map[string]bool{}
-	for _, r := range s.k.ReadAll(t, parkTopic, n) {
-		h := headers(r)
-		if h[park.HeaderIntegration] != "down" || h[park.HeaderReason] != "no_answer" || h[park.HeaderTopic] != s.topic ||
-			h[park.HeaderPartition] != "0" || h[park.HeaderOffset] != strings.TrimPrefix(string(r.Value), "0/") || h[park.HeaderFirstFailure] == "" {
-			t.Errorf("parked record %q has headers %v", r.Value, h)
-		}
-		seen[string(r.Value)] = true
-	}
-	if len(seen) != n {
-		t.Errorf("parking topic holds %d distinct records, want %d", len(seen), n)
-	}
-	if !strings.Contains(logs.String(), "site parked") {
-		t.Errorf("the parking is not logged:\n%s", logs.String())
-	}
-
-	// The site is up: the parking consumer delivers the parked records,
-	// and new records of the site go direct once a probe is accepted.
-	sink.setUp(down)
-	until(t, "the parked records delivered and the parking group's end committed", sink, m, func() bool {
-		return s.k.Committed(t, s.group+relay.ParkGroupSuffix, parkTopic)[0] == n
-	}, failed)
-	s.produce(t, 1, n, 2*n)
-	until(t, "the parking ended, the new records delivered and committed", sink, m, func() bool {
-		return m.get("parking", "down") == 0 && maps.Equal(s.k.Committed(t, s.group, s.topic), map[int32]int64{0: 2 * n, 1: n}) &&
-			s.k.Committed(t, s.group+relay.ParkGroupSuffix, parkTopic)[0] == s.k.EndOffsets(t, parkTopic)[0]
-	}, failed)
-	stop()
-	delivered := sink.deliveries()
-	for p, to := range map[int32]int{0: 2 * n, 1: n} {
-		for i := range to {
-			if v := value(p, i); delivered[v] != 1 {
-				t.Errorf("%s delivered %d times, want once", v, delivered[v])
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			const n = 20
+			s := newStubTopic(t, 2)
+			parkTopic := s.topic + ".park"
+			s.k.CreateTopic(t, parkTopic, 1)
+			s.produce(t, 2, 0, n)
+			down := &pipeline.Site{Integration: "down", ID: 503, Endpoint: "http://127.0.0.1/down"}
+			good := &pipeline.Site{Integration: "good", ID: 1, Endpoint: "http://127.0.0.1/event"}
+			sink := newCollectSink()
+			tc.fail(sink, down)
+			var logs lockedBuffer
+			m := newCounter()
+			stop := runRelay(t, newStubRelay(t, s.k, s.topic, s.group, stub{stages: twoSites(down, good), sink: sink, metrics: m,
+				logger: slog.New(slog.NewTextHandler(&logs, nil)), parkAfter: 50 * time.Millisecond, probe: 20 * time.Millisecond}))
+			failed := func() string {
+				if d := m.sum(pipeline.Rejected.String()); d != 0 {
+					return strconv.FormatInt(d, 10) + " records dead-lettered"
+				}
+				if a := m.abandoned(); a != 0 {
+					return strconv.FormatInt(a, 10) + " records released unsettled"
+				}
+				return ""
 			}
-		}
-	}
-	if got := m.get("parkings", "down"); got != 1 {
-		t.Errorf("down parked %d times, want once", got)
-	}
-	parked := m.get(pipeline.Parked.String(), "no_answer")
-	if direct := 2*n - int(parked); direct == 0 {
-		t.Errorf("every record of the down site was parked (%d), none went direct after the parking ended", parked)
-	}
-	if !strings.Contains(logs.String(), "site unparked") {
-		t.Errorf("the end of the parking is not logged:\n%s", logs.String())
+
+			// The site fails: its records are parked, and the main group
+			// commits its end; the parking group commits nothing.
+			until(t, "the failing site's records parked and the main group's end committed", sink, m, func() bool {
+				return m.get(pipeline.Parked.String(), tc.reason) == n &&
+					maps.Equal(s.k.Committed(t, s.group, s.topic), map[int32]int64{0: n, 1: n})
+			}, failed)
+			if got := s.k.Committed(t, s.group+relay.ParkGroupSuffix, parkTopic); got[0] != 0 {
+				t.Fatalf("the parking group committed %v while the site fails, want nothing", got)
+			}
+			if p := m.get("parking", "down"); p != 1 {
+				t.Fatalf("parking gauge of down = %d, want 1", p)
+			}
+			seen := map[string]bool{}
+			for _, r := range s.k.ReadAll(t, parkTopic, n) {
+				h := headers(r)
+				if h[park.HeaderIntegration] != "down" || h[park.HeaderReason] != tc.reason || h[park.HeaderTopic] != s.topic ||
+					h[park.HeaderPartition] != "0" || h[park.HeaderOffset] != strings.TrimPrefix(string(r.Value), "0/") || h[park.HeaderFirstFailure] == "" {
+					t.Errorf("parked record %q has headers %v", r.Value, h)
+				}
+				seen[string(r.Value)] = true
+			}
+			if len(seen) != n {
+				t.Errorf("parking topic holds %d distinct records, want %d", len(seen), n)
+			}
+			if !strings.Contains(logs.String(), "site parked") {
+				t.Errorf("the parking is not logged:\n%s", logs.String())
+			}
+
+			// The site is fixed: the parking consumer delivers the parked
+			// records, and new records of the site go direct once a probe
+			// is accepted.
+			tc.fix(sink, down)
+			until(t, "the parked records delivered and the parking group's end committed", sink, m, func() bool {
+				return s.k.Committed(t, s.group+relay.ParkGroupSuffix, parkTopic)[0] == n
+			}, failed)
+			s.produce(t, 1, n, 2*n)
+			until(t, "the parking ended, the new records delivered and committed", sink, m, func() bool {
+				return m.get("parking", "down") == 0 && maps.Equal(s.k.Committed(t, s.group, s.topic), map[int32]int64{0: 2 * n, 1: n}) &&
+					s.k.Committed(t, s.group+relay.ParkGroupSuffix, parkTopic)[0] == s.k.EndOffsets(t, parkTopic)[0]
+			}, failed)
+			stop()
+			delivered := sink.deliveries()
+			for p, to := range map[int32]int{0: 2 * n, 1: n} {
+				for i := range to {
+					if v := value(p, i); delivered[v] != 1 {
+						t.Errorf("%s delivered %d times, want once", v, delivered[v])
+					}
+				}
+			}
+			if got := m.get("parkings", "down"); got != 1 {
+				t.Errorf("down parked %d times, want once", got)
+			}
+			if parked := m.get(pipeline.Parked.String(), tc.reason); parked == 2*n {
+				t.Errorf("every record of the failing site was parked (%d), none went direct after the parking ended", parked)
+			}
+			if !strings.Contains(logs.String(), "site unparked") {
+				t.Errorf("the end of the parking is not logged:\n%s", logs.String())
+			}
+		})
 	}
 }
 

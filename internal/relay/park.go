@@ -81,11 +81,11 @@ func (r *Relay) Parking() *Relay {
 }
 
 // open creates the parking topic writer, a producer of its own.
-func (p *parking) open(r *Relay) error {
+func (p *parking) open(ctx context.Context, r *Relay) error {
 	if p == nil {
 		return nil
 	}
-	w, err := park.Open(park.Config{Topic: r.cfg.ParkTopic, ClientOpts: r.cfg.ClientOpts, Logger: r.log, Backoff: r.cfg.Delivery.Backoff})
+	w, err := park.Open(ctx, park.Config{Topic: r.cfg.ParkTopic, ClientOpts: r.cfg.ClientOpts, Logger: r.log, Backoff: r.cfg.Delivery.Backoff})
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,8 @@ import (
 // least stormMinRequests requests answered within stormWindow were
 // rejected. A paused site's records wait in its queue, neither
 // dead-lettered nor delivered, holding their partitions' commits like an
-// outage does; every delivery.reject_probe_interval one waiting request is
+// outage does, until delivery.park_after has passed: then they are parked
+// (park.go). Every delivery.reject_probe_interval one waiting request is
 // sent as a probe, and any 2xx from the site resumes it.
 //
 // The storm counts answered requests whose answer settles their events: a
@@ -147,9 +148,10 @@ func (q *siteQueue) resumeLocked(s pipeline.Settlement) {
 }
 
 // rejected counts a rejection that settles req's events and returns true
-// when they must wait instead of going to the dead-letter topic: the site
-// is paused, or this rejection pauses it. It is false for an integration
-// with on_reject dlq.
+// when they must not go to the dead-letter topic: the site is paused, or
+// this rejection pauses it. req is then back in the queue, where it waits
+// (or is parked, when the site is). It is false for an integration with
+// on_reject dlq.
 func (q *siteQueue) rejected(req pipeline.Request, s pipeline.Settlement) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()

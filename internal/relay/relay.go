@@ -320,7 +320,7 @@ func (r *Relay) connect(ctx, clientCtx context.Context) error {
 		cl.Close()
 		return fmt.Errorf("relay: %w", err)
 	}
-	if err := r.park.open(r); err != nil {
+	if err := r.park.open(ctx, r); err != nil {
 		r.dlq.Close()
 		cl.Close()
 		return fmt.Errorf("relay: %w", err)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/atrelay/atrelay/internal/backoff"
@@ -34,9 +35,16 @@ const (
 // started after Close.
 var ErrClosed = errors.New("park: writer closed")
 
-// attemptTimeout bounds one produce attempt, so that a write the broker
-// never answers fails, is logged and is retried rather than hanging.
-const attemptTimeout = 30 * time.Second
+const (
+	// attemptTimeout bounds one produce attempt, so that a write the
+	// broker never answers fails, is logged and is retried rather than
+	// hanging.
+	attemptTimeout = 30 * time.Second
+
+	// describeTimeout bounds the look for the topic in Open: a cluster
+	// that does not answer must not keep the service from starting.
+	describeTimeout = 10 * time.Second
+)
 
 // Parking says why a record is parked.
 type Parking struct {
@@ -84,9 +92,11 @@ type Writer struct {
 	close   context.CancelFunc
 }
 
-// Open returns a writer to cfg.Topic with its own producer client; it
-// connects nothing yet.
-func Open(cfg Config) (*Writer, error) {
+// Open returns a writer to cfg.Topic with its own producer client. It
+// looks for the topic, and warns when it is missing (or the look fails):
+// the service then runs, but a failing site cannot be parked until the
+// topic exists. Open fails only when the client cannot be built.
+func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	if cfg.Topic == "" {
 		return nil, errors.New("park: no topic")
 	}
@@ -102,7 +112,26 @@ func Open(cfg Config) (*Writer, error) {
 		return nil, fmt.Errorf("park: kafka client: %w", err)
 	}
 	w.cl = cl
+	if err := findTopic(ctx, kadm.NewClient(cl), cfg.Topic); err != nil {
+		log.Warn("park: the parking topic cannot be found: a site that fails for longer than park_after cannot be parked until it exists (create it, or set delivery.park_after: 0s)",
+			"topic", cfg.Topic, "error", err)
+	}
 	return w, nil
+}
+
+// findTopic returns nil when topic exists.
+func findTopic(ctx context.Context, adm *kadm.Client, topic string) error {
+	ctx, cancel := context.WithTimeout(ctx, describeTimeout)
+	defer cancel()
+	details, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		return err
+	}
+	d, ok := details[topic]
+	if !ok {
+		return errors.New("not in the cluster's metadata")
+	}
+	return d.Err
 }
 
 // Record returns the parked copy of rec: its key, value and headers,

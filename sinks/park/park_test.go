@@ -1,9 +1,12 @@
 package park_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,13 +22,14 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-// open opens a writer to topic; its failed attempts go to errs.
-func open(t *testing.T, k *testkafka.Cluster, topic string, errs chan error) *park.Writer {
+// open opens a writer to topic; its failed attempts go to errs, its
+// lines to log.
+func open(t *testing.T, k *testkafka.Cluster, topic string, errs chan error, log *syncBuffer) *park.Writer {
 	t.Helper()
-	w, err := park.Open(park.Config{
+	w, err := park.Open(ctx(t), park.Config{
 		Topic:        topic,
 		ClientOpts:   []kgo.Opt{kgo.SeedBrokers(k.Brokers()...), kgo.MetadataMinAge(10 * time.Millisecond)},
-		Logger:       slog.New(slog.DiscardHandler),
+		Logger:       slog.New(slog.NewTextHandler(log, nil)),
 		OnWriteError: func(err error) { errs <- err },
 	})
 	if err != nil {
@@ -33,6 +37,24 @@ func open(t *testing.T, k *testkafka.Cluster, topic string, errs chan error) *pa
 	}
 	t.Cleanup(w.Close)
 	return w
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func headers(r *kgo.Record) map[string]string {
@@ -43,17 +65,22 @@ func headers(r *kgo.Record) map[string]string {
 	return h
 }
 
-// TestParkedRecord: a write to a topic that does not exist yet is retried
-// until the topic is created, then done(nil); the parked copy keeps the
-// original key, value and headers and adds the integration, the reason,
-// the first failure, the attempts and the origin.
+// TestParkedRecord: Open warns that the parking topic is missing; a write
+// to it is retried until the topic is created, then done(nil); the parked
+// copy keeps the original key, value and headers and adds the
+// integration, the reason, the first failure, the attempts and the origin.
 // Mutations caught: done(nil) after a failed attempt (the topic never
-// holds the record); the original headers left out (origin=test missing).
+// holds the record); the original headers left out (origin=test missing);
+// findTopic returning nil for a missing topic (no warning).
 func TestParkedRecord(t *testing.T) {
 	k := testkafka.New(t)
 	topic := k.Name(t, "park")
 	errs := make(chan error, 100)
-	w := open(t, k, topic, errs)
+	var log syncBuffer
+	w := open(t, k, topic, errs, &log)
+	if !strings.Contains(log.String(), "level=WARN") || !strings.Contains(log.String(), "topic="+topic) {
+		t.Errorf("Open did not warn that the parking topic is missing:\n%s", log.String())
+	}
 	first := time.Date(2026, 11, 1, 8, 0, 0, 0, time.UTC)
 	rec := &kgo.Record{Topic: "events", Partition: 2, Offset: 41, Key: []byte("k"), Value: []byte("v"),
 		Headers: []kgo.RecordHeader{{Key: "origin", Value: []byte("test")}}}
@@ -98,7 +125,7 @@ func TestParkedRecord(t *testing.T) {
 func TestWriteEnds(t *testing.T) {
 	k := testkafka.New(t)
 	errs := make(chan error, 100)
-	w := open(t, k, k.Name(t, "missing"), errs)
+	w := open(t, k, k.Name(t, "missing"), errs, new(syncBuffer))
 	rec := &kgo.Record{Topic: "events", Value: []byte("v")}
 	p := park.Parking{Integration: "fitness", Reason: "no_answer"}
 	c, cancel := context.WithCancel(ctx(t))
