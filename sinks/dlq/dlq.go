@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/atrelay/atrelay/internal/backoff"
 	"github.com/atrelay/atrelay/internal/failurelog"
+	"github.com/atrelay/atrelay/internal/inflight"
 )
 
 // Header names added to a dead-lettered record.
@@ -155,11 +155,7 @@ type Writer struct {
 	onWriteError func(reason string)
 	backoff      backoff.Config
 
-	mu      sync.Mutex
-	closed  bool
-	writes  sync.WaitGroup
-	closing context.Context // ends every write in flight when Close is called
-	close   context.CancelFunc
+	writes *inflight.Group
 }
 
 // Open returns a writer to cfg.Topic with its own producer client. It reads
@@ -178,7 +174,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 		log = slog.Default()
 	}
 	w := &Writer{topic: cfg.Topic, log: log, failures: failurelog.New(log.With("topic", cfg.Topic), "dlq write", slog.LevelError, failurelog.DefaultPeriod), onWriteError: cfg.OnWriteError, backoff: cfg.Backoff}
-	w.closing, w.close = context.WithCancel(context.Background())
+	w.writes = inflight.New(ErrClosed)
 	w.limit.Store(defaultLimit)
 	opts := append(slices.Clip(cfg.ClientOpts),
 		// Batches are capped by the topic's limit, which is read below with
@@ -257,15 +253,9 @@ func configInt(rcs kadm.ResourceConfigs, err error, name, key string) (int32, er
 // for their done callbacks to return, and closes the writer's client. Do not
 // call it from a done callback. Calls after the first do nothing.
 func (w *Writer) Close() {
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
+	if !w.writes.Close() {
 		return
 	}
-	w.closed = true
-	w.mu.Unlock()
-	w.close()
-	w.writes.Wait()
 	w.failures.Flush()
 	w.cl.Close()
 }
@@ -376,23 +366,7 @@ func encodedSize(r *kgo.Record) int {
 // writer's, or before Write returns on a closed writer.
 func (w *Writer) Write(ctx context.Context, rec *kgo.Record, f Failure, done func(error)) {
 	at := time.Now()
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		done(ErrClosed)
-		return
-	}
-	w.writes.Add(1)
-	w.mu.Unlock()
-	ctx, cancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(w.closing, func() { cancel(ErrClosed) })
-	go func() {
-		defer w.writes.Done()
-		err := w.write(ctx, rec, f, at)
-		stop()
-		cancel(nil)
-		done(err)
-	}()
+	w.writes.Go(ctx, func(ctx context.Context) error { return w.write(ctx, rec, f, at) }, done)
 }
 
 // write produces rec's dead-letter copy until the broker acknowledges it or

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/atrelay/atrelay/internal/backoff"
 	"github.com/atrelay/atrelay/internal/failurelog"
+	"github.com/atrelay/atrelay/internal/inflight"
 )
 
 // Header names added to a parked record. They have a prefix of their own,
@@ -85,11 +85,7 @@ type Writer struct {
 	onWriteError func(error)
 	backoff      backoff.Config
 
-	mu      sync.Mutex
-	closed  bool
-	writes  sync.WaitGroup
-	closing context.Context // ends every write in flight when Close is called
-	close   context.CancelFunc
+	writes *inflight.Group
 }
 
 // Open returns a writer to cfg.Topic with its own producer client. It
@@ -106,7 +102,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	}
 	w := &Writer{topic: cfg.Topic, onWriteError: cfg.OnWriteError, backoff: cfg.Backoff,
 		failures: failurelog.New(log.With("topic", cfg.Topic), "parking topic write", slog.LevelError, failurelog.DefaultPeriod)}
-	w.closing, w.close = context.WithCancel(context.Background())
+	w.writes = inflight.New(ErrClosed)
 	cl, err := kgo.NewClient(append(slices.Clip(cfg.ClientOpts), kgo.RecordDeliveryTimeout(attemptTimeout))...)
 	if err != nil {
 		return nil, fmt.Errorf("park: kafka client: %w", err)
@@ -161,23 +157,7 @@ func (w *Writer) Record(rec *kgo.Record, p Parking, at time.Time) *kgo.Record {
 // Write returns on a closed writer.
 func (w *Writer) Write(ctx context.Context, rec *kgo.Record, p Parking, done func(error)) {
 	at := time.Now()
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		done(ErrClosed)
-		return
-	}
-	w.writes.Add(1)
-	w.mu.Unlock()
-	ctx, cancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(w.closing, func() { cancel(ErrClosed) })
-	go func() {
-		defer w.writes.Done()
-		err := w.write(ctx, rec, p, at)
-		stop()
-		cancel(nil)
-		done(err)
-	}()
+	w.writes.Go(ctx, func(ctx context.Context) error { return w.write(ctx, rec, p, at) }, done)
 }
 
 func (w *Writer) write(ctx context.Context, rec *kgo.Record, p Parking, at time.Time) error {
@@ -209,15 +189,9 @@ func (w *Writer) write(ctx context.Context, rec *kgo.Record, p Parking, at time.
 // for their done callbacks to return, and closes the writer's client. Do
 // not call it from a done callback. Calls after the first do nothing.
 func (w *Writer) Close() {
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
+	if !w.writes.Close() {
 		return
 	}
-	w.closed = true
-	w.mu.Unlock()
-	w.close()
-	w.writes.Wait()
 	w.failures.Flush()
 	w.cl.Close()
 }
