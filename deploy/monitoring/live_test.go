@@ -2,7 +2,6 @@ package monitoring
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -31,6 +30,7 @@ import (
 	"github.com/atrelay/atrelay/internal/sandbox"
 	"github.com/atrelay/atrelay/internal/telemetry"
 	"github.com/atrelay/atrelay/internal/testkafka"
+	"github.com/atrelay/atrelay/internal/testotlp"
 	"github.com/atrelay/atrelay/schemas"
 )
 
@@ -305,23 +305,8 @@ func newSpanSink(t *testing.T) *spanSink {
 }
 
 func (s *spanSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var body io.Reader = r.Body
-	if r.Header.Get("Content-Encoding") == "gzip" {
-		zr, err := gzip.NewReader(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		body = zr
-	}
-	b, err := io.ReadAll(body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
 	var req coltracepb.ExportTraceServiceRequest
-	if err := proto.Unmarshal(b, &req); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+	if !testotlp.Decode(w, r, &req) {
 		return
 	}
 	s.mu.Lock()

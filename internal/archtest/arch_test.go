@@ -19,7 +19,7 @@ package archtest
 // | pipeline | pipeline/... | pipeline, codec, schemas |
 // | codec | codec | schemas |
 // | schemas | schemas | — |
-// | test only | internal/testkafka, internal/testtls | — |
+// | test only | internal/testkafka, internal/testtls, internal/testotlp | — |
 // | leaf helpers | internal/piano, internal/backoff, internal/failurelog, internal/fielderr, internal/inflight, internal/redact, internal/secret | — |
 // | checks | internal/archtest | — |
 //
@@ -100,7 +100,7 @@ var layers = []layer{
 	{name: "codec", pkgs: []string{"codec"},
 		mayImport: []string{"schemas"}},
 	{name: "schemas", pkgs: []string{"schemas"}},
-	{name: "test only", pkgs: []string{"internal/testkafka", "internal/testtls"}, fromTests: true},
+	{name: "test only", pkgs: []string{"internal/testkafka", "internal/testtls", "internal/testotlp"}, fromTests: true},
 	// Some do not exist yet; they are where shared rules and types go so
 	// that no layer climbs up for them.
 	{name: "leaf helpers", pkgs: []string{"internal/piano", "internal/backoff", "internal/failurelog", "internal/fielderr", "internal/inflight", "internal/redact", "internal/secret"}, fromAll: true},

@@ -2,9 +2,7 @@ package telemetry_test
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/atrelay/atrelay/internal/telemetry"
+	"github.com/atrelay/atrelay/internal/testotlp"
 )
 
 // collector is an OTLP/HTTP endpoint (protobuf) on 127.0.0.1: it decodes
@@ -58,20 +57,6 @@ func (c *collector) holdTraces() (release func()) {
 }
 
 func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var body io.Reader = r.Body
-	if r.Header.Get("Content-Encoding") == "gzip" {
-		zr, err := gzip.NewReader(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		body = zr
-	}
-	b, err := io.ReadAll(body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
 	var resp proto.Message
 	switch r.URL.Path {
 	case "/v1/traces":
@@ -80,8 +65,7 @@ func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.mu.Unlock()
 		<-hold
 		var req coltracepb.ExportTraceServiceRequest
-		if err := proto.Unmarshal(b, &req); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		if !testotlp.Decode(w, r, &req) {
 			return
 		}
 		c.mu.Lock()
@@ -94,8 +78,7 @@ func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		resp = &coltracepb.ExportTraceServiceResponse{}
 	case "/v1/metrics":
 		var req colmetricpb.ExportMetricsServiceRequest
-		if err := proto.Unmarshal(b, &req); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		if !testotlp.Decode(w, r, &req) {
 			return
 		}
 		c.mu.Lock()
