@@ -106,6 +106,38 @@ func (c *Cluster) CreateTopic(t testing.TB, name string, partitions int32) {
 	if err != nil {
 		t.Fatalf("create topic %s: %v", name, err)
 	}
+	c.waitTopic(t, name, partitions)
+}
+
+// waitTopic returns once every partition of topic has a leader in the
+// metadata the brokers answer with: a real broker acknowledges CreateTopics
+// before its metadata shows the topic, and a test that looks at once (check
+// --connect, a producer) would find nothing. There is no notification to
+// wait on, so it asks again until the metadata says so.
+func (c *Cluster) waitTopic(t testing.TB, name string, partitions int32) {
+	t.Helper()
+	ctx := ctx(t)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		d, err := c.Admin(t).ListTopics(ctx, name)
+		if err == nil {
+			if td, ok := d[name]; ok && td.Err == nil && int32(len(td.Partitions)) == partitions {
+				ready := true
+				for _, p := range td.Partitions {
+					ready = ready && p.Leader >= 0 && p.Err == nil
+				}
+				if ready {
+					return
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("topic %s: not in the brokers' metadata: %v", name, err)
+		case <-tick.C:
+		}
+	}
 }
 
 // Produce writes records synchronously, failing the test on any error.
