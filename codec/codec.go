@@ -47,6 +47,9 @@ var (
 	ErrUnknownSchema = errors.New("unknown writer schema")
 	ErrMissingField  = errors.New("missing required field")
 	ErrWrongType     = errors.New("field has the wrong type")
+	// ErrTooLarge is a record value above the decoder's size limit
+	// (MaxRecordBytes, codec.max_record_bytes): it is refused unread.
+	ErrTooLarge = errors.New("record too large")
 )
 
 // PermanentError is a record that can never decode. Reason is a short label
@@ -62,7 +65,7 @@ func (e *PermanentError) Error() string { return e.err.Error() }
 func (e *PermanentError) Unwrap() error { return e.err }
 
 // Reason returns the failure's label: corrupt, bad_framing, unknown_schema,
-// missing_field or wrong_type.
+// missing_field, wrong_type or too_large.
 func (e *PermanentError) Reason() string { return e.reason }
 
 // TransientError is a failure that waiting fixes: the registry is down,
@@ -91,12 +94,25 @@ type Decoder struct {
 	framing Framing
 	reg     *sr.Client
 	raw     *goavro.Codec
+	// maxBytes is the largest value decoded; a larger one is refused
+	// before a byte of it is read.
+	maxBytes int
 
 	mu     sync.RWMutex
 	byID   map[int]*goavro.Codec
 	byFP   map[uint64]*goavro.Codec
 	flight singleflight.Group
 }
+
+// Option changes a Decoder that New builds.
+type Option func(*Decoder)
+
+// MaxRecordBytes sets the largest record value the decoder decodes, in
+// bytes (DefaultMaxRecordBytes unless set); it must be positive. A larger
+// value fails with a *PermanentError of reason too_large (ErrTooLarge)
+// without being read: neither its framing nor its schema id is looked at,
+// so no registry lookup is made for it.
+func MaxRecordBytes(n int) Option { return func(d *Decoder) { d.maxBytes = n } }
 
 // New returns a decoder for a framing. reg may be nil when no record is
 // Confluent-framed; rawSchema is the Avro schema of raw records (the embedded
@@ -105,11 +121,18 @@ type Decoder struct {
 // New lowers goavro's process-wide MaxBlockCount to 65536 items per block if
 // it is higher: no subscription event comes near that, and it stops hostile
 // input from allocating gigabytes.
-func New(framing Framing, reg *sr.Client, rawSchema string) (*Decoder, error) {
+func New(framing Framing, reg *sr.Client, rawSchema string, opts ...Option) (*Decoder, error) {
 	switch framing {
 	case FramingAuto, FramingConfluent, FramingSingleObject, FramingRaw:
 	default:
 		return nil, fmt.Errorf("codec: unknown framing %q", framing)
+	}
+	d := &Decoder{framing: framing, reg: reg, maxBytes: DefaultMaxRecordBytes, byID: map[int]*goavro.Codec{}, byFP: map[uint64]*goavro.Codec{}}
+	for _, o := range opts {
+		o(d)
+	}
+	if d.maxBytes <= 0 {
+		return nil, fmt.Errorf("codec: max record bytes must be positive, not %d", d.maxBytes)
 	}
 	if framing == FramingConfluent && reg == nil {
 		return nil, errors.New("codec: confluent framing needs a schema registry")
@@ -124,7 +147,7 @@ func New(framing Framing, reg *sr.Client, rawSchema string) (*Decoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("codec: raw schema: %w", err)
 	}
-	d := &Decoder{framing: framing, reg: reg, raw: raw, byID: map[int]*goavro.Codec{}, byFP: map[uint64]*goavro.Codec{}}
+	d.raw = raw
 	d.byFP[raw.Rabin] = raw
 	// Every embedded schema can be a single-object writer schema.
 	files, _ := schemas.FS.ReadDir(".")
@@ -173,7 +196,11 @@ func FromConfig(cfg Config) (*Decoder, error) {
 	if framing == "" {
 		framing = FramingAuto
 	}
-	return New(framing, reg, raw)
+	var opts []Option
+	if cfg.MaxRecordBytes != nil {
+		opts = append(opts, MaxRecordBytes(*cfg.MaxRecordBytes))
+	}
+	return New(framing, reg, raw, opts...)
 }
 
 // RegistryClient returns a client for the registry c describes, with opts
@@ -214,8 +241,15 @@ func (d *Decoder) Decode(ctx context.Context, value []byte) (*Event, error) {
 }
 
 // DecodeInto decodes a record value into ev, overwriting every field, so the
-// caller can reuse one Event per record slot.
+// caller can reuse one Event per record slot. A value above the decoder's
+// MaxRecordBytes fails with reason too_large before anything else, ev
+// untouched.
 func (d *Decoder) DecodeInto(ctx context.Context, value []byte, ev *Event) error {
+	if len(value) > d.maxBytes {
+		// Only the length is looked at: the Avro reader never sees the
+		// value, and its error (a DLQ header) does not quote it.
+		return permanent("too_large", ErrTooLarge, "record value is %d bytes, above codec.max_record_bytes (%d)", len(value), d.maxBytes)
+	}
 	c, body, err := d.writer(ctx, value)
 	if err != nil {
 		return err

@@ -17,6 +17,12 @@ type Config struct {
 	// RawSchema is the file holding the writer schema of raw records; a
 	// missing file that names an embedded schema reads the embedded copy.
 	RawSchema string `yaml:"raw_schema"`
+	// MaxRecordBytes is the largest record value decoded, in bytes; a
+	// larger one is dead-lettered with reason too_large, unread. It is a
+	// pointer so that an unset key (nil: DefaultMaxRecordBytes) differs
+	// from an explicit 0, which Validate rejects rather than read as
+	// "no limit" or as the default.
+	MaxRecordBytes *int `yaml:"max_record_bytes"`
 }
 
 // SchemaRegistry is a Confluent-compatible schema registry.
@@ -30,6 +36,12 @@ type SchemaRegistry struct {
 // of schemas/subscription_event.avsc when the file is not there.
 const DefaultRawSchema = "schemas/subscription_event.avsc"
 
+// DefaultMaxRecordBytes is max_record_bytes unless configured: 1 MiB, the
+// size of Kafka's default max.message.bytes, and some hundred times the
+// largest subscription event, so that only a record that is not one (a
+// mis-routed blob, a producer's bug) reaches it.
+const DefaultMaxRecordBytes = 1 << 20
+
 // Default fills the unset keys.
 func (c *Config) Default() {
 	if c.Framing == "" {
@@ -37,6 +49,10 @@ func (c *Config) Default() {
 	}
 	if c.RawSchema == "" {
 		c.RawSchema = DefaultRawSchema
+	}
+	if c.MaxRecordBytes == nil {
+		n := DefaultMaxRecordBytes
+		c.MaxRecordBytes = &n
 	}
 }
 
@@ -54,6 +70,9 @@ func (c *Config) Validate() error {
 		}
 	} else if Framing(c.Framing) == FramingConfluent {
 		errs = append(errs, fielderr.New("schema_registry.url", "is required with framing confluent"))
+	}
+	if c.MaxRecordBytes != nil && *c.MaxRecordBytes <= 0 {
+		errs = append(errs, fielderr.New("max_record_bytes", "must be a positive number of bytes, not %d", *c.MaxRecordBytes))
 	}
 	return errors.Join(errs...)
 }

@@ -117,8 +117,8 @@ integrations:
 		t.Fatal(err)
 	}
 	in := cfg.Integrations[0]
-	if cfg.Kafka.DLQTopic != "t.dlq" || cfg.Kafka.StartFrom != "earliest" || cfg.Codec.Framing != "auto" ||
-		cfg.Delivery.Batch.MaxEvents != 500 || cfg.Delivery.Relay.MaxBufferedEvents != 50000 || cfg.Delivery.Relay.ShutdownTimeout != 30*time.Second ||
+	if cfg.Kafka.DLQTopic != "t.dlq" || cfg.Kafka.StartFrom != "earliest" || cfg.Codec.Framing != "auto" || *cfg.Codec.MaxRecordBytes != 1<<20 ||
+		cfg.Delivery.Batch.MaxEvents != 500 || cfg.Delivery.Relay.MaxBufferedEvents != 10000 || cfg.Delivery.Relay.ShutdownTimeout != 30*time.Second ||
 		in.CollectPath != "event" || in.Environments[0] != "PRODUCTION" || in.IDClientFrom[0] != "attribute:at_internet_id_client" ||
 		in.IsEnabled() || cfg.Telemetry.MetricsListen != ":9464" || cfg.Telemetry.HealthListen != ":8080" {
 		t.Fatalf("defaults not applied: %+v", cfg)
@@ -263,7 +263,7 @@ integrations:
 	}
 	for _, want := range []string{
 		"  dlq_topic: t.dlq\n", "  linger: 200ms\n", "  shutdown_timeout: 30s\n", "    password: <redacted>\n",
-		"    enabled: true\n", "    collect_path: event\n", "        s: $${x}\n", "  metrics_listen: :9464\n", "  health_listen: :8080\n",
+		"    enabled: true\n", "    collect_path: event\n", "        s: $${x}\n", "  metrics_listen: :9464\n", "  health_listen: :8080\n", "  max_record_bytes: 1048576\n",
 	} {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Errorf("output lacks %q:\n%s", want, out)

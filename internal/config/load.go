@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/atrelay/atrelay/internal/fielderr"
+	"github.com/atrelay/atrelay/internal/secret"
 )
 
 // Load reads, expands, parses, defaults and validates a configuration file.
@@ -94,7 +96,7 @@ func Parse(data []byte, getenv func(string) (string, bool)) (*Config, error) {
 // Comments are left alone. Problems go to r with the key path and line.
 func expand(n *yaml.Node, getenv func(string) (string, bool), path string, r *report) {
 	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "$") {
-		v, errs := expandString(n.Value, getenv)
+		v, errs := expandString(n.Value, getenv, secretAt(path))
 		for _, msg := range errs {
 			r.add(n.Line, path, "%s", msg)
 		}
@@ -124,9 +126,31 @@ func expand(n *yaml.Node, getenv func(string) (string, bool), path string, r *re
 	}
 }
 
+// secretAt reports whether the key path holds a secret.Secret: a value
+// whose text an error must not quote, not even the part after a "${".
+func secretAt(path string) bool {
+	t := reflectConfig
+	for _, key := range strings.Split(path, ".") {
+		key, _, _ = strings.Cut(key, "[")
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+			t = t.Elem()
+		}
+		fields := map[string]reflect.Type{}
+		if t.Kind() == reflect.Struct {
+			keysOf(t, fields)
+		}
+		var ok bool
+		if t, ok = fields[key]; !ok {
+			return false
+		}
+	}
+	return t == reflect.TypeFor[secret.Secret]()
+}
+
 // expandString expands the references in s (see expand) and returns the
-// problems found, one message each.
-func expandString(s string, getenv func(string) (string, bool)) (string, []string) {
+// problems found, one message each; those of a secret do not quote its
+// text.
+func expandString(s string, getenv func(string) (string, bool), isSecret bool) (string, []string) {
 	var b strings.Builder
 	var errs []string
 	for {
@@ -150,12 +174,19 @@ func expandString(s string, getenv func(string) (string, bool)) (string, []strin
 		}
 		end := strings.IndexByte(s, '}')
 		if end < 0 {
-			errs = append(errs, fmt.Sprintf("%q: unterminated ${ (write $$ for a literal $)", s))
+			quoted := fmt.Sprintf("%q: ", s)
+			if isSecret {
+				quoted = ""
+			}
+			errs = append(errs, quoted+"unterminated ${ (write $$ for a literal $)")
 			return b.String(), errs
 		}
 		ref := s[:end+1]
 		s = s[end+1:]
 		v, msg := lookup(ref[2:end], getenv)
+		if isSecret && strings.HasPrefix(msg, ref+": not a reference") {
+			msg = strings.TrimPrefix(msg, ref+": ")
+		}
 		if msg != "" {
 			errs = append(errs, msg)
 		}

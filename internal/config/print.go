@@ -6,15 +6,20 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/atrelay/atrelay/internal/redact"
 )
 
 // Marshal returns the effective configuration as YAML, as `atrelay check
 // --print` shows it: every key, with the defaults applied, and the secrets
-// as <redacted> (so the output is not a drop-in file where a secret is
-// set). A "$" in a value is written "$$", so that the output parses back
-// to the same configuration. c is not modified.
+// as <redacted>, the userinfo of the registry URL as REDACTED (so the
+// output is not a drop-in file where a secret is set). A "$" in a value
+// is written "$$", so that the output parses back to the same
+// configuration. c is not modified.
 func Marshal(c *Config) ([]byte, error) {
 	out := *c
+	// Credentials written in the registry URL are a secret too.
+	out.Codec.SchemaRegistry.URL = redact.URL(c.Codec.SchemaRegistry.URL)
 	out.Integrations = slices.Clone(c.Integrations)
 	for i := range out.Integrations {
 		in := &out.Integrations[i]

@@ -305,7 +305,9 @@ func (o Options) entry(rec *kgo.Record) (Entry, bool) {
 			}
 		}
 	}
-	pointer := e.Reason == f.PointerReason
+	// A pointer has no value: a record the decoder refused as too large
+	// (codec.max_record_bytes) has the same reason, and its value.
+	pointer := e.Reason == f.PointerReason && len(rec.Value) == 0
 	if len(o.Reasons) > 0 && !slices.Contains(o.Reasons, e.Reason) && !(pointer && slices.Contains(o.Reasons, e.OriginalReason)) {
 		return e, false
 	}
