@@ -63,9 +63,38 @@ bench:
 bench-e2e-kafka:
 	bash deploy/kafka/with-broker.sh $(GO) test -run '^$$' -bench EndToEnd -benchtime 200000x ./internal/relay/
 
-## bench-backlog: a backlog of 1,000,000 records, max_buffered_events 50000.
+## bench-backlog: a backlog of 1,000,000 records, default configuration.
 bench-backlog:
 	ATRELAY_BENCH_BACKLOG=1 bash deploy/kafka/with-broker.sh $(GO) test -run '^$$' -bench Backlog1M -benchtime 1x -timeout 30m ./internal/relay/
+
+## bench-e2e: atrelay's own figures. `make build`'s binary, a real Apache
+## Kafka and a collector each in their own process: per-visitor and replay
+## on BENCH_N preloaded events, the BENCH_BACKLOG backlog, then 5,000
+## events/s for 60 s (delivery latency p50/p99). Prints a table and appends
+## it, with the commit, date and load average, to BENCH_RESULTS.
+## BENCH_FLAGS: more flags (-workloads, -rate, -steady-for, -linger; see
+## deploy/kafka/benche2e). Bounded: 90 min in all, 10 min a run.
+.PHONY: bench-e2e
+BENCH_N       ?= 300000
+BENCH_BACKLOG ?= 1000000
+BENCH_RESULTS ?= deploy/kafka/benche2e/RESULTS.md
+bench-e2e: build
+	bash deploy/kafka/with-broker.sh $(GO) run ./deploy/kafka/benche2e -atrelay $(BIN) \
+	  -n $(BENCH_N) -backlog $(BENCH_BACKLOG) -results $(BENCH_RESULTS) $(BENCH_FLAGS)
+
+## chaos: the fault suite (internal/chaos, README "Fault suite"): every
+## scenario 3 times against `go build`'s atrelay binary run as processes, on
+## kfake (every commit request checked) and on a real Apache Kafka (commits
+## sampled every 100 ms; the broker restart runs there only). Prints the
+## table and writes it to CHAOS_RESULTS; fails if a run loses an event,
+## breaks the commit invariant or exceeds its duplicate bound. About 10
+## minutes on 2 cores, bounded at 25. `make test` runs a subset (one run of
+## ten scenarios on kfake, about 90 s) with the other tests.
+.PHONY: chaos
+CHAOS_RESULTS ?= bin/chaos-results.md
+chaos:
+	ATRELAY_CHAOS=full ATRELAY_CHAOS_OUT=$(abspath $(CHAOS_RESULTS)) bash deploy/kafka/with-broker.sh \
+	  $(GO) test -count=1 -run TestChaosFull -timeout 25m -v ./internal/chaos/
 
 ## fuzz: each fuzz target for FUZZTIME.
 fuzz:

@@ -37,6 +37,8 @@ type Integration struct {
 	// site when its rejections look like a storm (a wrong site id or
 	// path) and keeps its records; dlq dead-letters every rejected event.
 	OnReject RejectPolicy `yaml:"on_reject"`
+	// TLS is how the collect endpoint's certificate is verified.
+	TLS CollectTLS `yaml:"tls"`
 }
 
 // RejectPolicy is what the service does with a site's rejected events
@@ -150,7 +152,7 @@ func (in *Integration) Validate() error {
 	if in.OnReject != RejectPause && in.OnReject != RejectDLQ {
 		add("on_reject", "must be pause or dlq, not %q", in.OnReject)
 	}
-	errs = append(errs, fielderr.Prefix("properties", in.Properties.validate()))
+	errs = append(errs, fielderr.Prefix("properties", in.Properties.validate()), in.TLS.validate(in))
 	return errors.Join(errs...)
 }
 

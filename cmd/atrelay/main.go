@@ -8,15 +8,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
 
 	"github.com/atrelay/atrelay/internal/app"
 	"github.com/atrelay/atrelay/internal/config"
@@ -57,6 +62,53 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// containerShare is the part of a container's memory limit given to the Go
+// heap: the rest is for what the Go runtime does not count (thread stacks
+// outside Go, the binary's text) and for margin, as automemlimit does.
+const containerShare = 0.9
+
+// setMemoryLimit sizes the garbage collector to the memory the service may
+// use (README, Memory): unless the environment sets GOMEMLIMIT (or
+// AUTOMEMLIMIT=off), the Go memory limit becomes containerShare of the
+// container's memory limit, as cgroup reports it, or else buffer, what the
+// configured buffer needs (relay.Delivery.MemoryLimit). Either way the
+// heap stays near what the service needs instead of growing to twice its
+// live size between collections. It logs the limit and where it comes from,
+// and returns what restores the previous limit (for tests; a process
+// exits after run).
+func setMemoryLimit(log *slog.Logger, cgroup memlimit.Provider, buffer int64) (restore func()) {
+	prev := debug.SetMemoryLimit(-1)
+	restore = func() { debug.SetMemoryLimit(prev) }
+	source := "container"
+	provider := func() (uint64, error) {
+		limit, err := cgroup()
+		if err == nil {
+			return uint64(float64(limit) * containerShare), nil
+		}
+		if !errors.Is(err, memlimit.ErrNoLimit) {
+			log.Warn("memory: cannot read the container's memory limit; the memory limit follows max_buffered_events", "error", err)
+		}
+		source = "max_buffered_events"
+		return uint64(buffer), nil
+	}
+	limit, err := memlimit.Set(memlimit.WithRatio(1), memlimit.WithProvider(provider))
+	if err != nil {
+		log.Warn("memory: no memory limit set", "error", err)
+		return restore
+	}
+	if _, set := os.LookupEnv("GOMEMLIMIT"); set {
+		source = "GOMEMLIMIT"
+	} else if v, set := os.LookupEnv("AUTOMEMLIMIT"); set && v == "off" {
+		source = "AUTOMEMLIMIT=off"
+	}
+	if limit == math.MaxInt64 {
+		log.Info("memory limit: none", "source", source)
+		return restore
+	}
+	log.Info("memory limit", "limit_mib", limit>>20, "source", source)
+	return restore
+}
+
 // usageError is a command line that does not say what to do; help is the
 // usage to show with it.
 type usageError struct{ msg, help string }
@@ -90,6 +142,7 @@ var commands = []command{
 			if err != nil {
 				return err
 			}
+			defer setMemoryLimit(log, memlimit.FromCgroup, cfg.Delivery.Relay.MemoryLimit())()
 			return app.Serve(ctx, cfg, log)
 		}
 	}},

@@ -247,7 +247,7 @@ integrations:
 	if code := cli(context.Background(), []string{"check", "--print", "--config", cfgPath}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d\n%s", code, stderr.String())
 	}
-	for _, want := range []string{"  dlq_topic: t.dlq\n", "    password: <redacted>\n", "  max_buffered_events: 50000\n",
+	for _, want := range []string{"  dlq_topic: t.dlq\n", "    password: <redacted>\n", "  max_buffered_events: 10000\n",
 		"  linger: 200ms\n", "  metrics_listen: :9464\n", "  health_listen: :8080\n", "    collect_path: event\n"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout.String())

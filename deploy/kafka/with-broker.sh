@@ -4,6 +4,16 @@
 #
 # CMD sees:
 #   ATRELAY_TEST_BROKERS  127.0.0.1:<port>, what internal/testkafka dials
+#                         (PLAINTEXT)
+#   ATRELAY_TEST_SASL_SSL_BROKERS  the same broker's SASL_SSL listener:
+#                         PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 over TLS
+#   ATRELAY_TEST_SSL_BROKERS   its SSL listener (server authentication only)
+#   ATRELAY_TEST_MTLS_BROKERS  its SSL listener requiring a client certificate
+#   ATRELAY_TEST_TLS_DIR  the PEM files (deploy/kafka/gencerts): ca.pem,
+#                         client.pem, client-key.pem, other-ca.pem
+#   ATRELAY_TEST_SASL_PASSWORD  the password of the SASL users (fresh each
+#                         run): atrelay_plain (PLAIN), atrelay_scram256
+#                         (SCRAM-SHA-256), atrelay_scram512 (SCRAM-SHA-512)
 #   ATRELAY_KAFKA_CTL     path of broker-ctl.sh: `bash "$ATRELAY_KAFKA_CTL" stop`
 #                         then `... start` restarts the broker on the same
 #                         ports and data, mid-test
@@ -65,15 +75,20 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Two ports the OS says are free, held together so they differ. Another
-# process could take one before Kafka binds it; the readiness wait then
-# fails with the broker log, and a rerun picks new ports.
-read -r bport cport < <(python3 -c '
+# Five ports the OS says are free, held together so they differ: the
+# PLAINTEXT and controller listeners, then SASL_SSL, SSL and mutual-TLS SSL.
+# Another process could take one before Kafka binds it; the readiness wait
+# then fails with the broker log, and a rerun picks new ports.
+read -r bport cport sport tport mport < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(2)]
+socks = [socket.socket() for _ in range(5)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
+# The SASL users' password, new for every run so no test can depend on it
+# but through ATRELAY_TEST_SASL_PASSWORD. Hex: nothing to quote in JAAS or
+# in --add-scram's syntax.
+password=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
 # A cluster id as Kafka's Uuid prints it (22 chars of url-safe base64, never
 # starting with "-"), made here to save starting a JVM for StorageTool random-uuid.
 cluster=$(python3 -c '
@@ -94,10 +109,10 @@ cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sport,SSL://127.0.0.1:$tport,MTLS://127.0.0.1:$mport
+advertised.listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sport,SSL://127.0.0.1:$tport,MTLS://127.0.0.1:$mport
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,MTLS:SSL
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$dir/data
 num.partitions=1
@@ -113,14 +128,32 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.cleaner.dedupe.buffer.size=16777216
+# TLS on SASL_SSL, SSL and MTLS, from deploy/kafka/gencerts' PEM files.
+# Only MTLS asks for a client certificate (signed by the same CA).
+ssl.keystore.type=PEM
+ssl.keystore.location=$dir/tls/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$dir/tls/ca.pem
+ssl.client.auth=none
+listener.name.mtls.ssl.client.auth=required
+# SASL on SASL_SSL: PLAIN users live in the listener's JAAS entry; SCRAM
+# users in the metadata log, added when the storage is formatted.
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_atrelay_plain="$password";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 PROPS
 
-# The readiness probe, built once so a restart from inside a test is quick.
-(cd "$root" && go build -o "$dir/waitbroker" ./deploy/kafka/waitbroker)
+# The readiness probe, built once so a restart from inside a test is quick,
+# and the TLS listeners' certificates.
+(cd "$root" && go build -o "$dir/waitbroker" ./deploy/kafka/waitbroker && go run ./deploy/kafka/gencerts "$dir/tls")
 
 if ! java -cp "$(cat "$dir/classpath")" -Dlog4j2.configurationFile="$here/log4j2.properties" \
   -Dkafka.logs.dir="$dir/logs" kafka.tools.StorageTool format --standalone \
-  -t "$cluster" -c "$dir/server.properties" </dev/null >"$dir/logs/format.log" 2>&1; then
+  -t "$cluster" -c "$dir/server.properties" \
+  --add-scram "SCRAM-SHA-256=[name=atrelay_scram256,password=$password]" \
+  --add-scram "SCRAM-SHA-512=[name=atrelay_scram512,password=$password]" </dev/null >"$dir/logs/format.log" 2>&1; then
   echo "with-broker: formatting the KRaft storage failed:" >&2
   cat "$dir/logs/format.log" >&2
   exit 1
@@ -141,6 +174,11 @@ bash "$here/broker-ctl.sh" start
 echo "with-broker: Apache Kafka $version ready on 127.0.0.1:$bport in $(awk "BEGIN { printf \"%.1f\", $EPOCHREALTIME - $t0 }")s" >&2
 
 export ATRELAY_TEST_BROKERS="127.0.0.1:$bport"
+export ATRELAY_TEST_SASL_SSL_BROKERS="127.0.0.1:$sport"
+export ATRELAY_TEST_SSL_BROKERS="127.0.0.1:$tport"
+export ATRELAY_TEST_MTLS_BROKERS="127.0.0.1:$mport"
+export ATRELAY_TEST_TLS_DIR="$dir/tls"
+export ATRELAY_TEST_SASL_PASSWORD="$password"
 export ATRELAY_KAFKA_CTL="$here/broker-ctl.sh"
 set +e
 if [ -t 0 ]; then

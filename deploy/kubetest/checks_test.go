@@ -468,9 +468,9 @@ func rawStrings(data []byte, path ...string) []string {
 
 // checkHardening: the pod meets the "restricted" Pod Security Standard,
 // with a read-only root, no service account token, resources set, and
-// GOMEMLIMIT from the memory limit in bytes. Catches readOnlyRootFilesystem
-// false, a capability kept, GOMEMLIMIT with a divisor (1Mi would make it
-// 512 bytes), a missing memory limit.
+// a memory limit and no GOMEMLIMIT (atrelay takes 90% of the container's
+// limit; GOMEMLIMIT would override that). Catches readOnlyRootFilesystem
+// false, a capability kept, GOMEMLIMIT set, a missing memory limit.
 func checkHardening(k *kit) error {
 	if k.container == nil {
 		return fmt.Errorf("no container")
@@ -529,26 +529,13 @@ func checkHardening(k *kit) error {
 	}
 	limit, ok := c.Resources.Limits[corev1.ResourceMemory]
 	if !ok {
-		p.add("resources.limits.memory: want it set (GOMEMLIMIT comes from it)")
+		p.add("resources.limits.memory: want it set (atrelay's memory limit comes from it)")
 	} else if req := c.Resources.Requests[corev1.ResourceMemory]; limit.Cmp(req) < 0 {
 		p.add("memory limit %s below its request %s", limit.String(), req.String())
 	}
-	var gomem *corev1.EnvVar
-	for i := range c.Env {
-		if c.Env[i].Name == "GOMEMLIMIT" {
-			gomem = &c.Env[i]
-		}
-	}
-	switch {
-	case gomem == nil || gomem.ValueFrom == nil || gomem.ValueFrom.ResourceFieldRef == nil:
-		p.add("GOMEMLIMIT: want it from the downward API (resourceFieldRef limits.memory)")
-	default:
-		ref := gomem.ValueFrom.ResourceFieldRef
-		if ref.Resource != "limits.memory" || (ref.ContainerName != "" && ref.ContainerName != c.Name) {
-			p.add("GOMEMLIMIT: from %s of %q, want limits.memory of this container", ref.Resource, ref.ContainerName)
-		}
-		if !ref.Divisor.IsZero() && ref.Divisor.Value() != 1 {
-			p.add("GOMEMLIMIT: divisor %s; Go reads a plain number as bytes, so want none (or 1)", ref.Divisor.String())
+	for _, e := range c.Env {
+		if e.Name == "GOMEMLIMIT" {
+			p.add("GOMEMLIMIT: want it unset; atrelay sets 90%% of the container's memory limit, GOMEMLIMIT overrides that")
 		}
 	}
 	if strings.HasSuffix(c.Image, ":latest") || !strings.Contains(imageName(c.Image), ":") && !strings.Contains(c.Image, "@") {

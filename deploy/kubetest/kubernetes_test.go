@@ -166,10 +166,10 @@ func TestChecksCatchMutations(t *testing.T) {
 			"readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", "hardening", "readOnlyRootFilesystem"},
 		{"capabilities kept", baseDir, "base/deployment.yaml",
 			`drop: ["ALL"]`, `drop: ["NET_RAW"]`, "hardening", "capabilities"},
-		{"GOMEMLIMIT in MiB", baseDir, "base/deployment.yaml",
-			"resource: limits.memory", "resource: limits.memory\n                  divisor: 1Mi", "hardening", "divisor"},
+		{"GOMEMLIMIT set", baseDir, "base/deployment.yaml",
+			"          env:\n", "          env:\n            - name: GOMEMLIMIT\n              value: 256MiB\n", "hardening", "GOMEMLIMIT"},
 		{"no memory limit", baseDir, "base/deployment.yaml",
-			"              memory: 512Mi\n", "", "hardening", "limits.memory"},
+			"              memory: 256Mi\n", "", "hardening", "limits.memory"},
 		{"PDB selects other pods", baseDir, "base/pdb.yaml",
 			"      app.kubernetes.io/name: atrelay", "      app.kubernetes.io/name: atrelay-v2", "selectors", "PodDisruptionBudget"},
 		{"PDB allows two", baseDir, "base/pdb.yaml",
@@ -196,7 +196,7 @@ func TestChecksCatchMutations(t *testing.T) {
 func TestProductionMutations(t *testing.T) {
 	base := loadKit(t, baseDir)
 	tests := []struct{ name, old, new, want string }{
-		{"resources patch dropped", "      limits:\n                    cpu: \"2\"\n                    memory: 1Gi", "      limits:\n                    cpu: \"1\"\n                    memory: 512Mi", "limits.memory"},
+		{"resources patch dropped", "      limits:\n                    cpu: \"2\"\n                    memory: 512Mi", "      limits:\n                    cpu: \"2\"\n                    memory: 256Mi", "limits.memory"},
 		{"namespace left out", "namespace: atrelay\n\nresources:", "resources:", "namespace"},
 		{"no more members", "value: 3", "value: 1", "minReplicaCount"},
 	}

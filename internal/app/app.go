@@ -13,6 +13,7 @@ import (
 
 	"github.com/atrelay/atrelay/codec"
 	"github.com/atrelay/atrelay/internal/config"
+	"github.com/atrelay/atrelay/internal/fielderr"
 	"github.com/atrelay/atrelay/internal/kafkaconn"
 	"github.com/atrelay/atrelay/internal/relay"
 	"github.com/atrelay/atrelay/pipeline"
@@ -54,6 +55,7 @@ type Options struct {
 type Service struct {
 	Relay        *relay.Relay
 	Integrations *pipeline.Integrations
+	kafka        kafkaconn.Config
 }
 
 // Build checks and assembles everything cfg describes; it connects nothing.
@@ -84,6 +86,9 @@ func Build(cfg *config.Config, o Options) (*Service, error) {
 		MaxRetries:     -1, // the partition waits; the event is never dropped
 		UserAgent:      UserAgent,
 		Logger:         log,
+	}
+	if sc.RootCAs, err = pipeline.CollectRoots(cfg.Integrations); err != nil {
+		return nil, fielderr.Prefix("integrations", err)
 	}
 	if o.SinkHooks != nil {
 		o.SinkHooks(&sc)
@@ -122,8 +127,16 @@ func Build(cfg *config.Config, o Options) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	return &Service{Relay: r, Integrations: ints}, nil
+	return &Service{Relay: r, Integrations: ints, kafka: cfg.Kafka}, nil
 }
 
-// Run runs the relay until ctx ends and it has shut down.
-func (s *Service) Run(ctx context.Context) error { return s.Relay.Run(ctx) }
+// Run checks that the brokers accept the connection settings (see
+// kafkaconn.Verify: a rejected certificate or password fails here, at
+// start, instead of being retried for ever), then runs the relay until ctx
+// ends and it has shut down.
+func (s *Service) Run(ctx context.Context) error {
+	if err := kafkaconn.Verify(ctx, s.kafka); err != nil {
+		return err
+	}
+	return s.Relay.Run(ctx)
+}

@@ -31,16 +31,20 @@ const connectTimeout = 15 * time.Second
 
 // probe is one line of `check --connect`: what was checked, and what was
 // found (detail) or what failed (err). A skipped check is neither a success
-// nor a failure.
+// nor a failure; a warning (warn, with the detail) is a finding that does
+// not stop the service (a missing parking topic).
 type probe struct {
 	what   string
 	detail string
 	err    error
 	skip   bool
+	warn   bool
 }
 
 // checkConnect reaches, concurrently, everything the service needs: the
-// brokers (metadata, the topic and the DLQ topic, the consumer group), the
+// brokers (metadata, the topic, the DLQ topic and, with parking on, the
+// parking topic, whose absence is a WARN line as at the service's start;
+// the consumer group), the
 // schema registry (an authenticated request) and each enabled
 // integration's collect endpoint (a TLS handshake and an HTTP OPTIONS
 // request: any answer proves it reachable, and no hit is sent). It prints
@@ -50,7 +54,7 @@ func checkConnect(ctx context.Context, cfg *config.Config, w io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	checks := []func(context.Context) []probe{
-		func(ctx context.Context) []probe { return checkKafka(ctx, cfg.Kafka) },
+		func(ctx context.Context) []probe { return checkKafka(ctx, cfg.Kafka, cfg.Delivery.Relay.Parks()) },
 	}
 	if cfg.Codec.SchemaRegistry.URL != "" {
 		checks = append(checks, func(ctx context.Context) []probe { return []probe{checkRegistry(ctx, cfg.Codec.SchemaRegistry)} })
@@ -59,7 +63,17 @@ func checkConnect(ctx context.Context, cfg *config.Config, w io.Writer) error {
 	defer client.CloseIdleConnections()
 	for i := range cfg.Integrations {
 		in := &cfg.Integrations[i]
-		checks = append(checks, func(ctx context.Context) []probe { return []probe{checkCollect(ctx, client, in)} })
+		c := client
+		if roots, err := pipeline.CollectRoots([]pipeline.Integration{*in}); err == nil && len(roots) > 0 {
+			// The probe trusts what the collect client trusts: the
+			// integration's tls.ca_file, for its host.
+			c = probeClient(cfg.Delivery.HTTP.RequestTimeout)
+			defer c.CloseIdleConnections()
+			for _, pool := range roots {
+				c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: pool}
+			}
+		}
+		checks = append(checks, func(ctx context.Context) []probe { return []probe{checkCollect(ctx, c, in)} })
 	}
 	results := make([][]probe, len(checks))
 	var wg sync.WaitGroup
@@ -79,6 +93,8 @@ func checkConnect(ctx context.Context, cfg *config.Config, w io.Writer) error {
 				fmt.Fprintf(w, "FAIL %s: %v\n", what, redact.Error(p.err))
 			case p.skip:
 				fmt.Fprintf(w, "skip %s: %s\n", what, p.detail)
+			case p.warn:
+				fmt.Fprintf(w, "WARN %s: %s\n", what, p.detail)
 			default:
 				fmt.Fprintf(w, "ok   %s: %s\n", what, p.detail)
 			}
@@ -90,19 +106,27 @@ func checkConnect(ctx context.Context, cfg *config.Config, w io.Writer) error {
 	return nil
 }
 
-// checkKafka asks the brokers for their metadata, both topics' and the
-// group's description, with the service's own connection settings.
-func checkKafka(ctx context.Context, k kafkaconn.Config) []probe {
+// checkKafka asks the brokers for their metadata, the topics' (the
+// parking topic's only when parks) and the group's description, with the
+// service's own connection settings.
+func checkKafka(ctx context.Context, k kafkaconn.Config, parks bool) []probe {
 	brokers := probe{what: "kafka brokers " + strings.Join(k.Brokers, ",")}
 	topic := probe{what: "topic " + k.Topic}
 	dlqTopic := probe{what: "dlq topic " + k.DLQTopic}
+	parkTopic := probe{what: "park topic " + k.ParkTopic}
 	group := probe{what: "consumer group " + k.Group}
-	unreachable := func(err error) []probe {
-		brokers.err = err
-		for _, p := range []*probe{&topic, &dlqTopic, &group} {
-			p.skip, p.detail = true, "not checked: the brokers did not answer"
+	probes := func() []probe {
+		if parks {
+			return []probe{brokers, topic, dlqTopic, parkTopic, group}
 		}
 		return []probe{brokers, topic, dlqTopic, group}
+	}
+	unreachable := func(err error) []probe {
+		brokers.err = err
+		for _, p := range []*probe{&topic, &dlqTopic, &parkTopic, &group} {
+			p.skip, p.detail = true, "not checked: the brokers did not answer"
+		}
+		return probes()
 	}
 	opts, err := kafkaconn.Options(k)
 	if err != nil {
@@ -117,19 +141,33 @@ func checkKafka(ctx context.Context, k kafkaconn.Config) []probe {
 	adm := kadm.NewClient(cl)
 	md, err := adm.BrokerMetadata(ctx)
 	if err != nil {
-		return unreachable(last.explain(err))
+		// Explain names a failure no retry fixes (certificate, password).
+		return unreachable(kafkaconn.Explain(last.explain(err)))
 	}
 	brokers.detail = fmt.Sprintf("%d broker(s) answered, cluster %s", len(md.Brokers), md.Cluster)
 
-	details, err := adm.ListTopics(ctx, k.Topic, k.DLQTopic)
-	for _, t := range []struct {
+	type topicProbe struct {
 		p    *probe
 		name string
-	}{{&topic, k.Topic}, {&dlqTopic, k.DLQTopic}} {
+	}
+	topics := []topicProbe{{&topic, k.Topic}, {&dlqTopic, k.DLQTopic}}
+	if parks {
+		topics = append(topics, topicProbe{&parkTopic, k.ParkTopic})
+	}
+	names := make([]string, len(topics))
+	for i, t := range topics {
+		names[i] = t.name
+	}
+	details, err := adm.ListTopics(ctx, names...)
+	for _, t := range topics {
 		d, ok := details[t.name]
 		switch {
 		case err != nil:
 			t.p.err = last.explain(err)
+		case t.p == &parkTopic && (!ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition)):
+			// As at the service's start (sinks/park): the service runs,
+			// but a site failing for park_after cannot be parked.
+			t.p.warn, t.p.detail = true, "does not exist: a site failing for longer than delivery.park_after cannot be parked until it does (create it, or set delivery.park_after: 0s)"
 		case !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition):
 			t.p.err = errors.New("does not exist (atrelay does not create topics)")
 		case d.Err != nil:
@@ -152,7 +190,7 @@ func checkKafka(ctx context.Context, k kafkaconn.Config) []probe {
 	default:
 		group.detail = fmt.Sprintf("described: %s, %d member(s)", d.State, len(d.Members))
 	}
-	return []probe{brokers, topic, dlqTopic, group}
+	return probes()
 }
 
 // describeGroup describes group, again while its coordinator answers a

@@ -11,11 +11,14 @@ import (
 	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/groupoffsets"
 	"github.com/atrelay/atrelay/internal/kafkaconn"
+	"github.com/atrelay/atrelay/internal/relay"
 )
 
 // ShowOffsets runs `atrelay offsets show`: the group's committed offset,
 // log, lag and owning member per partition, as a table or, with asJSON, as
-// one JSON object.
+// one JSON object; with parking on (delivery.park_after above 0), the
+// parking consumer's too (group <group>.park on kafka.park_topic, which
+// may not exist), after the table or under the object's "parking" key.
 func ShowOffsets(ctx context.Context, cfg *config.Config, asJSON bool, w io.Writer) error {
 	adm, closeAdm, err := admin(cfg)
 	if err != nil {
@@ -25,6 +28,13 @@ func ShowOffsets(ctx context.Context, cfg *config.Config, asJSON bool, w io.Writ
 	st, err := groupoffsets.Show(ctx, adm, cfg.Kafka.Group, cfg.Kafka.Topic)
 	if err != nil {
 		return err
+	}
+	if cfg.Delivery.Relay.Parks() && cfg.Kafka.ParkTopic != "" {
+		park, err := groupoffsets.ShowIfExists(ctx, adm, cfg.Kafka.Group+relay.ParkGroupSuffix, cfg.Kafka.ParkTopic)
+		if err != nil {
+			return fmt.Errorf("parking consumer: %w", err)
+		}
+		st.Parking = &park
 	}
 	if asJSON {
 		return st.WriteJSON(w)

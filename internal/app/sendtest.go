@@ -58,9 +58,13 @@ func SendTest(ctx context.Context, cfg *config.Config, name string, w io.Writer)
 	req := pipeline.Request{Site: h.Site, IDClient: h.IDClient, Hits: []*pipeline.Hit{h}}
 	fmt.Fprintf(w, "POST %s\n%s\n", atinternet.URL(req.Site, req.IDClient), atinternet.Body(req.Hits))
 	d := cfg.Delivery
+	roots, err := pipeline.CollectRoots([]pipeline.Integration{*in})
+	if err != nil {
+		return fmt.Errorf("send-test: %w", err)
+	}
 	client := atinternet.NewClient(atinternet.Config{
 		Concurrency: 1, RequestTimeout: d.HTTP.RequestTimeout, Backoff: d.Relay.Backoff,
-		MaxRetries: 2, UserAgent: UserAgent,
+		MaxRetries: 2, UserAgent: UserAgent, RootCAs: roots,
 	})
 	s := client.Send(ctx, req)
 	switch s.Outcome {

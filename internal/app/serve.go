@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/atrelay/atrelay/internal/config"
+	"github.com/atrelay/atrelay/internal/relay"
 	"github.com/atrelay/atrelay/internal/telemetry"
 	"github.com/atrelay/atrelay/pipeline"
 	"github.com/atrelay/atrelay/sinks/atinternet"
@@ -68,9 +69,13 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	health.LastContact = svc.Relay.LastContact
-	if err := tel.Metrics.ObserveGauges(telemetry.Gauges{
-		Buffered: svc.Relay.Buffered, Lag: svc.Relay.Lag, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group,
-	}); err != nil {
+	health.Detail = func() []string { return siteLines(svc.Relay.Sites()) }
+	gauges := []telemetry.Gauges{{Buffered: svc.Relay.Buffered, Lag: svc.Relay.Lag, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group}}
+	if p := svc.Relay.Parking(); p != nil {
+		// The parking consumer's series carry its own topic and group.
+		gauges = append(gauges, telemetry.Gauges{Buffered: p.Buffered, Lag: p.Lag, Topic: cfg.Kafka.ParkTopic, Group: cfg.Kafka.Group + relay.ParkGroupSuffix})
+	}
+	if err := tel.Metrics.ObserveGauges(gauges...); err != nil {
 		return err
 	}
 	metrics, err := telemetry.Listen(cfg.Telemetry.MetricsListen, tel.Handler())
@@ -108,6 +113,17 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	serveErr := g.Wait()
 	log.Info("atrelay stopped")
 	return errors.Join(runErr, serveErr)
+}
+
+// siteLines are the readiness detail: one line per site paused or
+// parking. A paused site does not make the member unready: restarting it
+// would not fix the site, and its records wait (or are parked) meanwhile.
+func siteLines(sites []relay.SiteState) []string {
+	lines := make([]string, len(sites))
+	for i, s := range sites {
+		lines[i] = "isolated site: " + s.String()
+	}
+	return lines
 }
 
 // Check prints, per integration, every event name and property key it will

@@ -8,11 +8,12 @@ package archtest
 // | layer | packages | may import |
 // |---|---|---|
 // | face | cmd/..., deploy/kafka/..., internal/gen/... | demo, demo support, assembly, config, edge, sinks, pipeline, codec, schemas |
+// | chaos | internal/chaos | demo support, sinks, codec, schemas |
 // | demo | internal/demo | demo support, assembly, config, service, edge, sinks, pipeline, codec, schemas |
 // | demo support | internal/sandbox, internal/fixture, deploy | pipeline, codec, schemas |
 // | assembly | internal/app | config, service, edge, sinks, pipeline, codec, schemas |
 // | config | internal/config | service, edge, sinks, pipeline, codec, schemas |
-// | service | internal/relay | offsets, sinks, pipeline, codec, schemas; its tests also assembly, config |
+// | service | internal/relay | offsets, sinks, pipeline, codec, schemas; its tests also assembly, config, edge |
 // | offsets | internal/relay/offsets | — |
 // | edge | internal/telemetry, internal/kafkaconn, internal/groupoffsets, internal/dlqreplay | pipeline, codec, schemas |
 // | sinks | sinks/... | pipeline, codec, schemas |
@@ -70,6 +71,11 @@ var layers = []layer{
 	// The commands: the binary, and the deploy and build tools.
 	{name: "face", pkgs: []string{"cmd/...", "deploy/kafka/...", "internal/gen/..."},
 		mayImport: []string{"demo", "demo support", "assembly", "config", "edge", "sinks", "pipeline", "codec", "schemas"}},
+	// The fault suite drives the binary from outside, as an operator
+	// would: it builds events (fixture), reads the DLQ and parking headers
+	// (sinks) and never imports the service.
+	{name: "chaos", pkgs: []string{"internal/chaos"},
+		mayImport: []string{"demo support", "sinks", "codec", "schemas"}},
 	{name: "demo", pkgs: []string{"internal/demo"},
 		mayImport: []string{"demo support", "assembly", "config", "service", "edge", "sinks", "pipeline", "codec", "schemas"}},
 	// The sandbox collector and the event generator serve the tests, and
@@ -82,12 +88,13 @@ var layers = []layer{
 	{name: "config", pkgs: []string{"internal/config"},
 		mayImport: []string{"service", "edge", "sinks", "pipeline", "codec", "schemas"}},
 	// Its acceptance tests build the whole service from a configuration
-	// (assembly, config) and stay beside it: they crash it and watch its
+	// (assembly, config), read what it wrote with the adapters beside it
+	// (edge: the DLQ replay), and stay beside it: they crash it and watch its
 	// commits through hooks that only its own tests can reach
 	// (export_test.go), so that no test hook is production API.
 	{name: "service", pkgs: []string{"internal/relay"},
 		mayImport:      []string{"offsets", "sinks", "pipeline", "codec", "schemas"},
-		testsMayImport: []string{"assembly", "config"}},
+		testsMayImport: []string{"assembly", "config", "edge"}},
 	// The only owner of offsets, imported by the service alone.
 	{name: "offsets", pkgs: []string{"internal/relay/offsets"}},
 	// Adapters the assembly wires beside the service.

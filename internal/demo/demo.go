@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"log/slog"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -27,6 +28,7 @@ import (
 	"github.com/atrelay/atrelay/internal/app"
 	"github.com/atrelay/atrelay/internal/config"
 	"github.com/atrelay/atrelay/internal/fixture"
+	"github.com/atrelay/atrelay/internal/kafkaconn"
 	"github.com/atrelay/atrelay/internal/relay"
 	"github.com/atrelay/atrelay/internal/sandbox"
 	"github.com/atrelay/atrelay/pipeline"
@@ -52,6 +54,10 @@ type Summary struct {
 	Rejected  int                      // requests the collector rejected
 	Requests  []sandbox.Request        // the first requests, exactly as sent
 	Sites     map[int64]string         // site id -> integration name
+	// Warnings are the service's log messages at WARN and above (not
+	// printed: the demo's collector is plain HTTP, which the service warns
+	// about); a missing parking topic would be one.
+	Warnings []string
 }
 
 // Poison is how many corrupt records the demo stream carries.
@@ -73,7 +79,10 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		o.Progress = 500 * time.Millisecond
 	}
 	const topic, partitions = "purchasely.subscription-events", 6
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic), kfake.SeedTopics(1, topic+".dlq"))
+	// The parking topic too, as kafka.park_topic defaults it: without it a
+	// failing site could not be parked (and the service warns at start).
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic),
+		kfake.SeedTopics(1, topic+kafkaconn.DLQSuffix), kfake.SeedTopics(1, topic+kafkaconn.ParkSuffix))
 	if err != nil {
 		return nil, fmt.Errorf("demo: kafka: %w", err)
 	}
@@ -109,7 +118,8 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	fmt.Fprintf(o.Out, "produced %d records (%d sample events in 3 framings, %d corrupt) to %s\n", produced, o.Events, Poison, topic)
 
 	counts := &counts{filtered: map[string]int64{}}
-	svc, err := app.Build(cfg, app.Options{Metrics: counts, TracerProvider: tp})
+	warned := &warnings{}
+	svc, err := app.Build(cfg, app.Options{Metrics: counts, TracerProvider: tp, Logger: slog.New(warned)})
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +162,7 @@ wait:
 	st := collector.Stats()
 	s.PerSite, s.Rejected, s.Requests = st.PerSite, st.Rejections, collector.Requests()
 	s.Delivered = int64(st.Hits)
+	s.Warnings = warned.list()
 	s.Sites = map[int64]string{}
 	for _, in := range cfg.Integrations {
 		s.Sites[in.SiteID] = in.Name
@@ -208,6 +219,30 @@ func produce(ctx context.Context, brokers []string, topic string, partitions int
 		return 0, fmt.Errorf("demo: produce: %w", err)
 	}
 	return len(recs), nil
+}
+
+// warnings is a slog.Handler that keeps the messages at WARN and above,
+// its derived handlers (WithAttrs) included.
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler           { return w }
+func (w *warnings) WithGroup(string) slog.Handler                { return w }
+
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.msgs = append(w.msgs, r.Message)
+	return nil
+}
+
+func (w *warnings) list() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.msgs)
 }
 
 // counts is the demo's view of relay.Metrics.

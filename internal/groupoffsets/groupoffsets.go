@@ -56,6 +56,11 @@ type Status struct {
 	State        string // the group's state: Empty, Stable, PreparingRebalance, … ("Dead": no such group)
 	Members      int
 	Rows         []Row // by partition
+	// Missing says the topic does not exist (ShowIfExists): Rows is empty.
+	Missing bool
+	// Parking, when set, is the parking consumer's position (group
+	// <group>.park on the parking topic), written after the group's own.
+	Parking *Status
 }
 
 // TotalLag is the sum of the partitions' lag.
@@ -137,6 +142,19 @@ func Show(ctx context.Context, adm *kadm.Client, group, topic string) (Status, e
 	return st, errors.Join(errs...)
 }
 
+// ShowIfExists is Show for a topic that need not exist, the parking
+// topic: a missing topic is a Status with Missing set, not an error.
+func ShowIfExists(ctx context.Context, adm *kadm.Client, group, topic string) (Status, error) {
+	details, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		return Status{Group: group, Topic: topic}, fmt.Errorf("list topic %s: %w", topic, err)
+	}
+	if d, ok := details[topic]; !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+		return Status{Group: group, Topic: topic, Missing: true}, nil
+	}
+	return Show(ctx, adm, group, topic)
+}
+
 // ErrGroupActive is returned by Reset while the group has members: offsets
 // reset under a running consumer would be overwritten by its next commit.
 var ErrGroupActive = errors.New("the group has active members; stop every atrelay of the group first")
@@ -202,19 +220,30 @@ func Commit(ctx context.Context, adm *kadm.Client, group, topic string, rows []R
 }
 
 // WriteText writes the status as a table, one partition a line, and the
-// total lag.
+// total lag; then, after a blank line, the parking consumer's the same way.
+// A missing topic is one line saying so.
 func (s Status) WriteText(w io.Writer) error {
-	fmt.Fprintf(w, "group %s (%s, %d members), topic %s\n", s.Group, s.State, s.Members, s.Topic)
-	fmt.Fprintf(w, "%-9s %12s %12s %12s %12s  %-16s %s\n", "partition", "committed", "start", "end", "lag", "host", "member")
-	for _, r := range s.Rows {
-		host, member := "-", "-"
-		if r.Member != nil {
-			host, member = r.Member.Host, r.Member.ID
+	if s.Missing {
+		fmt.Fprintf(w, "group %s, topic %s: the topic does not exist\n", s.Group, s.Topic)
+	} else {
+		fmt.Fprintf(w, "group %s (%s, %d members), topic %s\n", s.Group, s.State, s.Members, s.Topic)
+		fmt.Fprintf(w, "%-9s %12s %12s %12s %12s  %-16s %s\n", "partition", "committed", "start", "end", "lag", "host", "member")
+		for _, r := range s.Rows {
+			host, member := "-", "-"
+			if r.Member != nil {
+				host, member = r.Member.Host, r.Member.ID
+			}
+			fmt.Fprintf(w, "%-9d %12s %12d %12d %12d  %-16s %s\n", r.Partition, committedText(r.Committed), r.Start, r.End, r.Lag(), host, member)
 		}
-		fmt.Fprintf(w, "%-9d %12s %12d %12d %12d  %-16s %s\n", r.Partition, committedText(r.Committed), r.Start, r.End, r.Lag(), host, member)
+		fmt.Fprintf(w, "total lag %d\n", s.TotalLag())
 	}
-	_, err := fmt.Fprintf(w, "total lag %d\n", s.TotalLag())
-	return err
+	if s.Parking == nil {
+		return nil
+	}
+	if _, err := fmt.Fprintln(w, "\nparking consumer:"); err != nil {
+		return err
+	}
+	return s.Parking.WriteText(w)
 }
 
 // jsonStatus is Status as `offsets show --output json` prints it.
@@ -225,6 +254,8 @@ type jsonStatus struct {
 	Members    int             `json:"members"`
 	TotalLag   int64           `json:"total_lag"`
 	Partitions []jsonPartition `json:"partitions"`
+	Missing    bool            `json:"missing,omitempty"`
+	Parking    *jsonStatus     `json:"parking,omitempty"`
 }
 
 type jsonPartition struct {
@@ -242,9 +273,16 @@ type jsonPartition struct {
 // WriteJSON writes the status as one JSON object: group, topic, state,
 // members, total_lag, and per partition committed (null when nothing is),
 // start, end, lag, member_id, client_id and host (null when no member owns
-// it).
+// it); "missing": true when the topic does not exist; and, when set,
+// "parking": the parking consumer's status as an object of the same shape.
 func (s Status) WriteJSON(w io.Writer) error {
-	out := jsonStatus{Group: s.Group, Topic: s.Topic, State: s.State, Members: s.Members, TotalLag: s.TotalLag(), Partitions: []jsonPartition{}}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(s.json())
+}
+
+func (s Status) json() *jsonStatus {
+	out := &jsonStatus{Group: s.Group, Topic: s.Topic, State: s.State, Members: s.Members, TotalLag: s.TotalLag(), Partitions: []jsonPartition{}, Missing: s.Missing}
 	for _, r := range s.Rows {
 		p := jsonPartition{Partition: r.Partition, Start: r.Start, End: r.End, Lag: r.Lag()}
 		if r.Committed >= 0 {
@@ -255,9 +293,10 @@ func (s Status) WriteJSON(w io.Writer) error {
 		}
 		out.Partitions = append(out.Partitions, p)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	if s.Parking != nil {
+		out.Parking = s.Parking.json()
+	}
+	return out
 }
 
 // PrintPlan writes a reset's rows as a table: each partition's committed

@@ -1,6 +1,8 @@
 // Package kafkaconn owns the kafka section of the configuration and turns
 // it into franz-go client options (brokers, TLS, SASL), so that `atrelay run`,
-// `check`, `offsets` and `demo` connect the same way.
+// `check`, `offsets` and `demo` connect the same way. Verify and Explain
+// tell a connection the configuration must fix (a rejected certificate or
+// password) from a broker that is merely away.
 package kafkaconn
 
 import (

@@ -160,8 +160,11 @@ func (r *Relay) commitLoop(ctx context.Context) {
 }
 
 // commit sends, for every live partition, the highest offset below which
-// every record is settled, and records per partition what the broker
-// accepted. Failures are logged once, then summarised, then the recovery.
+// every record is settled, with the settled offsets above it as the commit's
+// metadata (metadata.go), and records per partition what the broker
+// accepted. A partition whose offset has not moved is committed again when
+// more records above it settled: a crash then sends fewer twice. Failures
+// are logged once, then summarised, then the recovery.
 func (r *Relay) commit(ctx context.Context) {
 	r.commitMu.Lock()
 	defer r.commitMu.Unlock()
@@ -183,7 +186,7 @@ func (r *Relay) commit(ctx context.Context) {
 	if r.onCommit != nil {
 		r.onCommit(offs)
 	}
-	r.cl.CommitOffsetsSync(ctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+	r.cl.CommitOffsetsSync(r.withMetadata(ctx, pending), offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		if err != nil && errors.Is(ctx.Err(), context.Canceled) {
 			// Shutdown cut a periodic commit short: not a broker
 			// failure, and the final commit (whose context only times
@@ -195,11 +198,17 @@ func (r *Relay) commit(ctx context.Context) {
 			r.commitLog.Failed(err, "note", "retrying at each commit interval; nothing is lost, records may be sent again after a restart")
 			return
 		}
-		ok := true
+		ok, tooLarge := true, false
+		defer func() {
+			if tooLarge {
+				r.cutMetadata()
+			}
+		}()
 		for _, t := range resp.Topics {
 			for _, p := range t.Partitions {
 				if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil {
 					ok = false
+					tooLarge = tooLarge || errors.Is(perr, kerr.OffsetMetadataTooLarge)
 					r.commitLog.Failed(perr, "topic", t.Topic, "partition", p.Partition)
 					continue
 				}

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"math/bits"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/atrelay/atrelay/internal/app"
+	"github.com/atrelay/atrelay/internal/backoff"
 	"github.com/atrelay/atrelay/internal/fixture"
 	"github.com/atrelay/atrelay/internal/relay"
 	"github.com/atrelay/atrelay/pipeline"
@@ -340,8 +342,9 @@ func twoSites(wrong, good *pipeline.Site) stagesFunc {
 // TestRejectStormPausesSite: a site answering 404 to everything (a wrong
 // site id or path) is paused at its first answer: none of its records is
 // dead-lettered (those of the requests in flight at the pause neither),
-// one ERROR names it and the status, the paused metric says so, and a
-// probe request goes every reject_probe_interval; the other
+// one ERROR names it and the status, the paused metric and the readiness
+// detail (Sites) say so, and a probe request goes every
+// reject_probe_interval; the other
 // site, meanwhile, delivers everything and its partition commits its end.
 // Once the collector accepts the site's requests again, a probe is
 // accepted, the site resumes, every record is delivered once and both
@@ -354,7 +357,9 @@ func twoSites(wrong, good *pipeline.Site) stagesFunc {
 // delivered: time-out); probeRejected() putting the probe's request back
 // without scheduling the next probe (no second probe: time-out waiting for
 // 3); rejected() pausing again at every rejection while paused (4 ERROR
-// lines: one per request in flight at the pause).
+// lines: one per request in flight at the pause); resumeLocked() not
+// taking the site off the readiness detail (Sites() still lists it after
+// the fix).
 func TestRejectStormPausesSite(t *testing.T) {
 	const n = 30
 	s := newStubTopic(t, 2)
@@ -367,8 +372,10 @@ func TestRejectStormPausesSite(t *testing.T) {
 	sink.holdFirst(wrong, concurrency)
 	var logs lockedBuffer
 	m := newCounter()
-	stop := runRelay(t, newStubRelay(t, s.k, s.topic, s.group, stub{stages: twoSites(wrong, good), sink: sink, metrics: m,
-		logger: slog.New(slog.NewTextHandler(&logs, nil)), concurrency: concurrency}))
+	r := newStubRelay(t, s.k, s.topic, s.group, stub{stages: twoSites(wrong, good), sink: sink, metrics: m,
+		logger: slog.New(slog.NewTextHandler(&logs, nil)), concurrency: concurrency})
+	started := time.Now()
+	stop := runRelay(t, r)
 	deadLettered := func() string {
 		if d := m.sum(pipeline.Rejected.String()); d != 0 {
 			return strconv.FormatInt(d, 10) + " records dead-lettered"
@@ -394,6 +401,14 @@ func TestRejectStormPausesSite(t *testing.T) {
 	if !strings.Contains(logs.String(), "site still paused") {
 		t.Errorf("no failed probe logged:\n%s", logs.String())
 	}
+	// The readiness detail names the paused site, its status and since
+	// when.
+	if sites := r.Sites(); len(sites) != 1 || sites[0].Integration != "wrong" || sites[0].Group != s.group || !sites[0].Paused ||
+		sites[0].Status != http.StatusNotFound || sites[0].PausedSince.Before(started) || sites[0].PausedSince.After(time.Now()) || sites[0].Parking {
+		t.Errorf("Sites() = %+v, want wrong paused by 404 since the run began", sites)
+	} else if line := sites[0].String(); !strings.Contains(line, "integration wrong (site 404, group "+s.group+"): paused by HTTP 404 since ") {
+		t.Errorf("the paused site reads %q", line)
+	}
 
 	// The operator fixes the site: the next probe is accepted.
 	sink.setStatus(wrong, 0)
@@ -411,6 +426,9 @@ func TestRejectStormPausesSite(t *testing.T) {
 	}
 	if got := m.get("paused", "wrong"); got != 0 {
 		t.Errorf("paused gauge of wrong = %d after the fix, want 0", got)
+	}
+	if sites := r.Sites(); len(sites) != 0 {
+		t.Errorf("Sites() = %+v after the fix, want none", sites)
 	}
 	if lines := errorLines(logs.String(), "site paused"); len(lines) != 1 {
 		t.Errorf("%d ERROR lines, want the one of the pause:\n%s", len(lines), logs.String())
@@ -593,16 +611,21 @@ func TestBisectThroughCollectClient(t *testing.T) {
 // its end while the site still fails, and the other site keeps
 // delivering. The parking consumer (group <group>.park) holds the parked
 // records, uncommitted, while the site fails, and delivers them once it is
-// fixed; the site's own probe ends the parking, and its new records go
-// direct again. Every record is delivered once; nothing is dead-lettered
-// or lost.
+// fixed; its first delivery ends the parking (and the pause) in the relay
+// too, and the site's new records go direct again. The readiness detail (Sites) names the parking site, why
+// and since when, while it parks, and nothing once it answers. Every
+// record is delivered once; nothing is dead-lettered or lost.
 // Mutations caught (each applied once, seen failing, reverted):
 // checkFailing() never parking (partition 0 never commits while the site
 // is down: time-out); parkRequest() settling without writing to the
 // parking topic (the commit passes records the topic does not hold: the
 // read of 20 parked records fails); beforeSend() not holding the requests
 // of a parked site (they keep waiting on the down site: time-out);
-// delivered() not ending the parking (the site stays parked: time-out).
+// delivered() not ending the parking (the site stays parked: time-out);
+// parkLocked() not publishing the parking to the readiness detail
+// (Sites() shows the 404's pause alone); the parking consumer's delivered()
+// not telling the relay (siteAnswered: the site stays parked until a new
+// record goes as its probe).
 func TestParkFailingSite(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -627,8 +650,9 @@ func TestParkFailingSite(t *testing.T) {
 			tc.fail(sink, down)
 			var logs lockedBuffer
 			m := newCounter()
-			stop := runRelay(t, newStubRelay(t, s.k, s.topic, s.group, stub{stages: twoSites(down, good), sink: sink, metrics: m,
-				logger: slog.New(slog.NewTextHandler(&logs, nil)), parkAfter: 50 * time.Millisecond, probe: 20 * time.Millisecond}))
+			r := newStubRelay(t, s.k, s.topic, s.group, stub{stages: twoSites(down, good), sink: sink, metrics: m,
+				logger: slog.New(slog.NewTextHandler(&logs, nil)), parkAfter: 50 * time.Millisecond, probe: 20 * time.Millisecond})
+			stop := runRelay(t, r)
 			failed := func() string {
 				if d := m.sum(pipeline.Rejected.String()); d != 0 {
 					return strconv.FormatInt(d, 10) + " records dead-lettered"
@@ -650,6 +674,21 @@ func TestParkFailingSite(t *testing.T) {
 			}
 			if p := m.get("parking", "down"); p != 1 {
 				t.Fatalf("parking gauge of down = %d, want 1", p)
+			}
+			// The readiness detail names the parking site, why it parks
+			// and since when (and, paused by 404, the pause). The parking
+			// consumer may list the site too (paused by the same 404).
+			var main []relay.SiteState
+			for _, site := range r.Sites() {
+				if site.Group == s.group {
+					main = append(main, site)
+				}
+			}
+			if len(main) != 1 || main[0].Integration != "down" || !main[0].Parking || main[0].ParkReason != tc.reason ||
+				main[0].ParkingSince.IsZero() || main[0].Paused != (tc.reason == "http_404") {
+				t.Errorf("Sites() of the main group = %+v, want down parking (%s)", main, tc.reason)
+			} else if line := main[0].String(); !strings.Contains(line, "parking its records ("+tc.reason+") since ") {
+				t.Errorf("the parking site reads %q", line)
 			}
 			seen := map[string]bool{}
 			for _, r := range s.k.ReadAll(t, parkTopic, n) {
@@ -674,6 +713,15 @@ func TestParkFailingSite(t *testing.T) {
 			until(t, "the parked records delivered and the parking group's end committed", sink, m, func() bool {
 				return s.k.Committed(t, s.group+relay.ParkGroupSuffix, parkTopic)[0] == n
 			}, failed)
+			// The parking consumer's deliveries told the relay that the
+			// site answers: it is neither parked nor paused any more,
+			// before any new record of it could go as a probe.
+			if p, q := m.get("parking", "down"), m.get("paused", "down"); p != 0 || q != 0 {
+				t.Errorf("once the parked records were delivered: parking gauge %d, paused gauge %d, want 0 and 0", p, q)
+			}
+			if sites := r.Sites(); len(sites) != 0 {
+				t.Errorf("Sites() = %+v once the parked records were delivered, want none", sites)
+			}
 			s.produce(t, 1, n, 2*n)
 			until(t, "the parking ended, the new records delivered and committed", sink, m, func() bool {
 				return m.get("parking", "down") == 0 && maps.Equal(s.k.Committed(t, s.group, s.topic), map[int32]int64{0: 2 * n, 1: n}) &&
@@ -771,6 +819,147 @@ func TestParkThroughCollectClient(t *testing.T) {
 		if r.want.reason == "" && got[id] != 1 {
 			t.Errorf("event %s (site %d) arrived %d times, want once", id, r.want.site, got[id])
 		}
+	}
+	if n := e.metrics.sum(pipeline.Rejected.String()); n != 0 {
+		t.Errorf("%d records dead-lettered", n)
+	}
+	if n := e.metrics.abandoned(); n != 0 {
+		t.Errorf("%d records released unsettled", n)
+	}
+}
+
+// EnvAcceptanceMinutes turns on the acceptance tests that run at the
+// issue's own scale, minutes of real time: set it to 1, with or without
+// deploy/kafka/with-broker.sh.
+const envAcceptanceMinutes = "ATRELAY_ACCEPTANCE_MINUTES"
+
+// TestParkOutageMinutes is issue 14's parking acceptance at its own scale
+// and with the production defaults (commit_interval 1s, backoff 100ms to
+// 30s, reject_probe_interval 30s), through the service as app.Build
+// assembles it: two sites, one answering 503 for 2 minutes, park_after
+// 10s. The healthy site's hits keep arriving (a second wave of events is
+// produced a minute in); the main group's committed offsets reach the end
+// within park_after + 15 s of the start, and again after the second wave
+// while the site is still down; after the recovery, every parked event is
+// delivered, both groups end with committed == end, and every event
+// arrived exactly once (lost = 0, nothing dead-lettered or released
+// unsettled). It logs the figures. It takes about 2.5 minutes: it runs only
+// with ATRELAY_ACCEPTANCE_MINUTES=1.
+// Mutation caught: checkFailing() never parking (the main group's commits
+// stay behind the down site's first record until the recovery: "committed
+// ... want end offsets" at the first wave).
+func TestParkOutageMinutes(t *testing.T) {
+	if os.Getenv(envAcceptanceMinutes) == "" {
+		t.Skip("minutes of real time: set " + envAcceptanceMinutes + "=1")
+	}
+	const parkAfter, outage, secondWave = 10 * time.Second, 2 * time.Minute, time.Minute
+	e := newEnv(t, 3)
+	parkTopic, parkGroup := e.topic+".park", e.group+relay.ParkGroupSuffix
+	e.kafka.CreateTopic(t, parkTopic, 1)
+	wave := func(seed uint64, events int) {
+		e.produce(fixture.Generate(fixture.Options{Seed: seed, Events: events, EventsPerVisitor: 2,
+			Apps: []string{fixture.AppFitness, fixture.AppNews}, SandboxShare: -1, NoIDClientShare: -1, OnlyTableEvents: true}), 0)
+	}
+	healthy := func() int {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		n := 0
+		for _, r := range e.records {
+			if r.want.site == 100002 {
+				n++
+			}
+		}
+		return n
+	}
+	var down atomic.Bool
+	down.Store(true)
+	e.collect.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() && r.URL.Query().Get("s") == "100001" {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		e.collector.ServeHTTP(w, r)
+	})
+	cfg := e.config(2000, 10*time.Second)
+	d := &cfg.Delivery.Relay
+	after := parkAfter
+	d.ParkAfter, d.RejectProbeInterval, d.CommitInterval = &after, relay.DefaultRejectProbeInterval, relay.DefaultCommitInterval
+	d.Backoff = backoff.Config{}
+	d.Backoff.Default()
+
+	ctx, cancel := context.WithTimeout(context.Background(), outage+2*time.Minute)
+	defer cancel()
+	// at waits until d after start, as the scenario's clock: the test
+	// checks no state by it.
+	at := func(start time.Time, d time.Duration) {
+		select {
+		case <-time.After(time.Until(start.Add(d))):
+		case <-ctx.Done():
+			t.Fatal("the scenario ran out of time")
+		}
+	}
+	wave(16, 400)
+	start := time.Now()
+	e.start(cfg, app.Options{})
+
+	// Down: the healthy site's hits arrive, the down site's records are
+	// parked, and the main group commits its end.
+	if err := e.collector.WaitHits(ctx, healthy()); err != nil {
+		t.Fatal(err)
+	}
+	healthyIn := time.Since(start)
+	e.waitCommitted(ctx)
+	endIn := time.Since(start)
+	t.Logf("first wave: the healthy site's %d hits in %s; the main group's end committed in %s (park_after %s)",
+		healthy(), healthyIn.Round(100*time.Millisecond), endIn.Round(100*time.Millisecond), parkAfter)
+	if endIn > parkAfter+15*time.Second {
+		t.Errorf("the main group committed its end %s after the start, want within park_after + 15 s = %s", endIn.Round(100*time.Millisecond), parkAfter+15*time.Second)
+	}
+
+	// Still down a minute in: a second wave; its healthy hits arrive, the
+	// down site's records are parked at once, the main group commits.
+	at(start, secondWave)
+	wave(17, 200)
+	produced := time.Now()
+	if err := e.collector.WaitHits(ctx, healthy()); err != nil {
+		t.Fatal(err)
+	}
+	e.waitCommitted(ctx)
+	t.Logf("second wave (%s in, site still down): the main group's end committed %s after producing it",
+		secondWave, time.Since(produced).Round(100*time.Millisecond))
+	if got := e.collector.Stats().PerSite[100001]; len(got) != 0 {
+		t.Fatalf("the down site received hits: %v", got)
+	}
+	parked := e.metrics.get(pipeline.Parked.String(), "no_answer")
+
+	// Up after the outage: the parking consumer delivers every parked
+	// event; both groups commit their end.
+	at(start, outage)
+	down.Store(false)
+	recovered := time.Now()
+	if err := e.collector.WaitHits(ctx, e.wantDelivered()); err != nil {
+		t.Fatal(err)
+	}
+	deliveredIn := time.Since(recovered)
+	for !maps.Equal(e.kafka.Committed(t, parkGroup, parkTopic), e.kafka.EndOffsets(t, parkTopic)) {
+		select {
+		case <-e.metrics.commits:
+		case <-ctx.Done():
+			t.Fatalf("the parking group committed %v, want %v", e.kafka.Committed(t, parkGroup, parkTopic), e.kafka.EndOffsets(t, parkTopic))
+		}
+	}
+	e.waitCommitted(ctx)
+	t.Logf("recovery after %s: %d parked events delivered %s after it, the parking group's end committed %s after it; test total %s",
+		outage, parked, deliveredIn.Round(100*time.Millisecond), time.Since(recovered).Round(100*time.Millisecond), time.Since(start).Round(time.Second))
+
+	got := e.delivered()
+	for id, r := range e.byEvent {
+		if r.want.reason == "" && got[id] != 1 {
+			t.Errorf("event %s (site %d) arrived %d times, want once", id, r.want.site, got[id])
+		}
+	}
+	if want := int64(e.wantDelivered() - healthy()); parked != want {
+		t.Errorf("parked %d records, want the down site's %d", parked, want)
 	}
 	if n := e.metrics.sum(pipeline.Rejected.String()); n != 0 {
 		t.Errorf("%d records dead-lettered", n)

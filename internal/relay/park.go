@@ -21,8 +21,9 @@ import (
 // time per site: while the site still fails, its partitions wait (commit
 // only after delivery, as for the main group). The parked site itself is
 // probed every reject_probe_interval with one of its new requests (a probe
-// without an answer within the interval is parked too); the first 2xx ends
-// the parking, and its new records go direct again.
+// without an answer within the interval is parked too); the first 2xx, to
+// the probe or to the parking consumer, ends the parking (and a pause),
+// and its new records go direct again.
 //
 // Ordering: a site's parked records reach it after the records it accepted
 // before the parking, and may reach it after records sent direct once the
@@ -67,6 +68,7 @@ func (r *Relay) newParking() error {
 	if err != nil {
 		return fmt.Errorf("relay: parking consumer: %w", err)
 	}
+	consumer.main = r
 	r.park = &parking{after: *r.cfg.Delivery.ParkAfter, consumer: consumer}
 	return nil
 }
@@ -221,6 +223,7 @@ func (q *siteQueue) parkLocked() {
 	}
 	q.cond.Broadcast()
 	q.r.isolation().SiteParking(q.r.deliverCtx, q.site.Integration, true)
+	q.publishLocked()
 	q.r.log.Warn("site parked: it has failed for longer than park_after; its records go to the parking topic, whose consumer delivers them once the site answers, and one request is sent as a probe every reject_probe_interval",
 		"integration", q.site.Integration, "site_id", q.site.ID, "endpoint", q.site.Endpoint, "reason", q.parkReason,
 		"failing_since", q.failingSince.UTC().Format(time.RFC3339), "park_after", q.parkAfter.String(), "probe_interval", q.probeEvery.String())
@@ -230,9 +233,31 @@ func (q *siteQueue) parkLocked() {
 func (q *siteQueue) unparkLocked(s pipeline.Settlement) {
 	q.parking, q.probes = false, 0
 	q.r.isolation().SiteParking(q.r.deliverCtx, q.site.Integration, false)
+	q.publishLocked()
 	q.r.log.Info("site unparked: it accepts requests again; its new records go direct, the parking consumer delivers the parked ones",
 		"integration", q.site.Integration, "site_id", q.site.ID, "status", s.Status,
 		"parked_for", time.Since(q.parkedAt).Round(time.Millisecond).String())
+}
+
+// siteAnswered is the parking consumer telling the relay that site
+// accepted a parked record: when the site is paused or parked here, it
+// resumes, as at a probe's 2xx. Without it, a site that has no new record
+// to probe with would stay paused or parked (in the readiness detail and
+// the metrics) after its parked records were delivered.
+func (r *Relay) siteAnswered(site *pipeline.Site, s pipeline.Settlement) {
+	// r.sender was set in Run before the parking consumer was started.
+	r.sender.mu.Lock()
+	q := r.sender.sites[site]
+	r.sender.mu.Unlock()
+	if q == nil {
+		return
+	}
+	q.mu.Lock()
+	held := (q.paused || q.parking) && !q.closed
+	q.mu.Unlock()
+	if held {
+		q.answered(s)
+	}
 }
 
 // parkingInfo returns what the parked copies of the site's records say.

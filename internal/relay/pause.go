@@ -1,8 +1,14 @@
 package relay
 
 import (
+	"cmp"
 	"context"
+	"fmt"
+	"maps"
 	"net/http"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/atrelay/atrelay/pipeline"
@@ -56,17 +62,114 @@ type IsolationMetrics interface {
 }
 
 func (r *Relay) isolation() IsolationMetrics {
-	if m, ok := r.metrics.(IsolationMetrics); ok {
-		return m
+	m, ok := r.metrics.(IsolationMetrics)
+	switch {
+	case !ok:
+		return nopIsolation{}
+	case r.main != nil:
+		return consumerIsolation{m}
 	}
-	return nopIsolation{}
+	return m
 }
+
+// consumerIsolation is the parking consumer's IsolationMetrics: its
+// bisections count, but its pauses do not move the sites' gauges, which
+// are the relay's: a site paused in both would read 2. The readiness
+// detail shows the parking consumer's pauses (Sites).
+type consumerIsolation struct{ IsolationMetrics }
+
+func (consumerIsolation) SitePaused(context.Context, string, int, bool) {}
+func (consumerIsolation) SiteParking(context.Context, string, bool)     {}
 
 type nopIsolation struct{}
 
 func (nopIsolation) Bisected(context.Context, string, int64)       {}
 func (nopIsolation) SitePaused(context.Context, string, int, bool) {}
 func (nopIsolation) SiteParking(context.Context, string, bool)     {}
+
+// SiteState is a site that a relay holds apart from the others: paused by
+// a reject storm, parking its records, or both. Neither makes the member
+// unready: the site is wrong or down, and another member would fare no
+// better; Relay.Sites lists them for the readiness detail.
+type SiteState struct {
+	// Group is the consumer group of the relay that holds the site: the
+	// main group, or <group>.park for the parking consumer.
+	Group       string
+	Integration string
+	SiteID      int64
+	// Paused: the status that paused the site (401, 403, 404, or the
+	// status of a storm) and when.
+	Paused      bool
+	Status      int
+	PausedSince time.Time
+	// Parking: why (no_answer, or the pausing status's reason: http_404)
+	// and since when the site's records go to the parking topic.
+	Parking      bool
+	ParkReason   string
+	ParkingSince time.Time
+}
+
+// String describes s in one line, with the age of each state as of now:
+//
+//	integration wrong (site 404, group atrelay): paused by HTTP 404 since 2026-11-26T02:30:00Z (3m0s); parking its records (http_404) since 2026-11-26T02:32:00Z (1m0s)
+func (s SiteState) String() string {
+	var parts []string
+	since := func(t time.Time) string {
+		return fmt.Sprintf("since %s (%s)", t.UTC().Format(time.RFC3339), time.Since(t).Round(time.Second))
+	}
+	if s.Paused {
+		parts = append(parts, fmt.Sprintf("paused by HTTP %d %s", s.Status, since(s.PausedSince)))
+	}
+	if s.Parking {
+		parts = append(parts, fmt.Sprintf("parking its records (%s) %s", s.ParkReason, since(s.ParkingSince)))
+	}
+	return fmt.Sprintf("integration %s (site %d, group %s): %s", s.Integration, s.SiteID, s.Group, strings.Join(parts, "; "))
+}
+
+// siteBoard holds the state of each site paused or parking, for Sites. Its
+// zero value is empty and ready. A siteQueue writes it under its own mu
+// (publishLocked): the lock order is siteQueue.mu, then siteBoard.mu.
+type siteBoard struct {
+	mu    sync.Mutex
+	sites map[*pipeline.Site]SiteState
+}
+
+// publishLocked records q's pause and parking on the relay's board, or
+// takes the site off when it is neither. q.mu is held.
+func (q *siteQueue) publishLocked() {
+	s := SiteState{Group: q.r.cfg.Group, Integration: q.site.Integration, SiteID: q.site.ID,
+		Paused: q.paused, Status: q.status, PausedSince: q.since,
+		Parking: q.parking, ParkReason: q.parkReason, ParkingSince: q.parkedAt}
+	b := &q.r.sites
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !s.Paused && !s.Parking {
+		delete(b.sites, q.site)
+		return
+	}
+	if b.sites == nil {
+		b.sites = map[*pipeline.Site]SiteState{}
+	}
+	b.sites[q.site] = s
+}
+
+// Sites returns the sites paused or parking, in this relay and in its
+// parking consumer, by integration and then group. It is safe to call at
+// any time, also before Run and after it returned (the states of the last
+// run). The sites are not a reason to restart: readiness does not depend
+// on them.
+func (r *Relay) Sites() []SiteState {
+	r.sites.mu.Lock()
+	out := slices.Collect(maps.Values(r.sites.sites))
+	r.sites.mu.Unlock()
+	if r.park != nil {
+		out = append(out, r.park.consumer.Sites()...)
+	}
+	slices.SortFunc(out, func(a, b SiteState) int {
+		return cmp.Or(strings.Compare(a.Integration, b.Integration), strings.Compare(a.Group, b.Group))
+	})
+	return out
+}
 
 // rejectWindow counts a site's answered and rejected requests over the
 // last stormWindow, one bucket per second.
@@ -114,8 +217,18 @@ type pause struct {
 }
 
 // delivered counts a 2xx: the site answered. It resumes the site when
-// paused, and ends its parking.
+// paused, and ends its parking; in the parking consumer, it does so in
+// the main relay too (siteAnswered).
 func (q *siteQueue) delivered(s pipeline.Settlement) {
+	q.answered(s)
+	if q.r.main != nil {
+		q.r.main.siteAnswered(q.site, s)
+	}
+}
+
+// answered is delivered within the queue: the site's own state learns the
+// 2xx.
+func (q *siteQueue) answered(s pipeline.Settlement) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.parking {
@@ -142,6 +255,7 @@ func (q *siteQueue) resumeLocked(s pipeline.Settlement) {
 	q.pause = pause{}
 	q.cond.Broadcast()
 	q.r.isolation().SitePaused(q.r.deliverCtx, q.site.Integration, status, false)
+	q.publishLocked()
 	q.r.log.Info("site resumed: the collect server accepts its requests again; its waiting records are sent",
 		"integration", q.site.Integration, "site_id", q.site.ID, "endpoint", q.site.Endpoint,
 		"status", s.Status, "paused_by", status, "paused_for", pausedFor.Round(time.Millisecond).String())
@@ -185,6 +299,7 @@ func (q *siteQueue) pauseLocked(s pipeline.Settlement, answered, rejections int)
 		q.armWatchdogLocked(q.parkAfter)
 	}
 	q.r.isolation().SitePaused(q.r.deliverCtx, q.site.Integration, s.Status, true)
+	q.publishLocked()
 	why := "the status means the site id, collect path or account is wrong"
 	if !pausesAtOnce(s.Status) {
 		why = "most of its recent requests were rejected"

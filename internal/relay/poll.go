@@ -43,8 +43,11 @@ func (r *Relay) poll(ctx context.Context, workers []chan []*item) {
 				if tr == nil || !tr.Track(rec.Offset, rec.LeaderEpoch) {
 					continue
 				}
+				// The item copies the record: kept until settlement,
+				// kgo's record would keep its whole batch alive.
 				it := r.items.Get().(*item)
-				it.rec, it.tr = rec, tr
+				it.hold(rec)
+				it.tr = tr
 				r.buffered.Add(1)
 				if tr.Previously(rec.Offset) {
 					// This member settled the record in an earlier

@@ -144,7 +144,9 @@ type Relay struct {
 	batcher *batch.Batcher
 	sender  *sender
 	dlq     *dlq.Writer
-	park    *parking // nil when parking is off (park.go)
+	park    *parking  // nil when parking is off (park.go)
+	sites   siteBoard // the sites paused or parking, for Sites (pause.go)
+	main    *Relay    // the relay whose parking consumer this is; nil otherwise (park.go)
 
 	// deliverCtx outlives the consume context by up to shutdown_timeout, so
 	// that work in flight at a signal can still settle.
@@ -162,6 +164,13 @@ type Relay struct {
 	decoder    Decoder // cfg.Decoder, its transient failures retried
 	spans      *recordSpans
 	readyState atomic.Bool
+
+	// metadataCuts is how many times the brokers refused a commit's
+	// metadata as too large: each halves the metadata budget (metadata.go).
+	metadataCuts atomic.Int64
+	// gaps carries the partitions found below their log start from one
+	// group hook to the next (gap.go).
+	gaps gapResets
 
 	// stopAt is the shutdown deadline, in Unix nanoseconds, once shutdown
 	// has begun (0 before): the shutdown drain and any revoke's drain
@@ -376,15 +385,11 @@ func (r *Relay) leave(cancelClient context.CancelFunc) {
 }
 
 func (r *Relay) clientOpts() []kgo.Opt {
-	start := kgo.NewOffset().AtStart()
-	if r.cfg.StartLatest {
-		start = kgo.NewOffset().AtEnd()
-	}
 	opts := append([]kgo.Opt{}, r.cfg.ClientOpts...)
 	return append(opts,
 		kgo.ConsumerGroup(r.cfg.Group),
 		kgo.ConsumeTopics(r.cfg.Topic),
-		kgo.ConsumeResetOffset(start),
+		kgo.ConsumeResetOffset(r.resetOffset()),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
@@ -392,6 +397,10 @@ func (r *Relay) clientOpts() []kgo.Opt {
 		kgo.OnPartitionsAssigned(r.assigned),
 		kgo.OnPartitionsRevoked(r.revoked),
 		kgo.OnPartitionsLost(r.lost),
+		// The settled set in the commit metadata (metadata.go), and
+		// committed offsets below the log start (gap.go).
+		kgo.OnOffsetsFetched(r.offsetsFetched),
+		kgo.AdjustFetchOffsetsFn(r.adjustFetchOffsets),
 		// Bound what the client reads ahead of max_buffered_events: fetched
 		// batches are decompressed into records while they wait to be polled.
 		kgo.FetchMaxBytes(4<<20),

@@ -63,7 +63,8 @@ func (r *Relay) abandon(it *item, reason string) {
 }
 
 func (r *Relay) release(it *item) {
-	it.rec, it.tr, it.created, it.span = nil, nil, time.Time{}, nil
+	it.drop()
+	it.tr, it.created, it.span = nil, time.Time{}, nil
 	it.hit.Reset()
 	r.items.Put(it)
 	r.buffered.Add(-1)

@@ -111,6 +111,8 @@ type stub struct {
 	// parkAfter is delivery.park_after, with the parking topic
 	// <topic>.park; 0 means no parking.
 	parkAfter time.Duration
+	// startLatest is kafka.start_from: latest.
+	startLatest bool
 }
 
 // newStubRelay is the one place the unit tests build a relay.Config: when
@@ -144,7 +146,7 @@ func newStubRelay(t *testing.T, k *testkafka.Cluster, topic, group string, s stu
 	}
 	r, err := relay.New(relay.Config{
 		Topic: topic, Group: group, DLQTopic: topic + ".dlq", ParkTopic: parkTopic,
-		Batch: s.batch,
+		Batch: s.batch, StartLatest: s.startLatest,
 		Delivery: relay.Delivery{MaxBufferedEvents: 100, CommitInterval: s.commit, ShutdownTimeout: s.shutdown,
 			Concurrency: s.concurrency, Backoff: backoff.Config{Min: time.Millisecond, Max: 5 * time.Millisecond},
 			RejectProbeInterval: s.probe, ParkAfter: &s.parkAfter},

@@ -18,7 +18,19 @@ import (
 // one goroutine at a time and is released once its record is settled or
 // abandoned.
 type item struct {
-	rec     *kgo.Record
+	// rec is the record as decoding, spans, settlement and the DLQ and
+	// parking writers see it: it points at own, the item's copy (hold),
+	// never at the fetched record. A fetched record's key, value and
+	// header values are slices of its batch's decompressed buffer, which
+	// kgo allocates per batch together with the batch's records: one
+	// record kept until settlement would keep them all.
+	rec *kgo.Record
+	own kgo.Record
+	// buf holds own's key, value and header values, hdrs its headers;
+	// both keep their capacity across the item's reuses.
+	buf  []byte
+	hdrs []kgo.RecordHeader
+
 	tr      *offsets.Tracker
 	created time.Time  // the event's creation, for the delivery latency
 	span    trace.Span // the process span, when tracing
@@ -36,6 +48,66 @@ func (it *item) SpanContext() trace.SpanContext {
 		return trace.SpanContext{}
 	}
 	return it.span.SpanContext()
+}
+
+// maxKeptBuf is the largest copy buffer an item keeps for its next record:
+// a rare large record's buffer is dropped with it rather than held by a
+// pooled item.
+const maxKeptBuf = 64 << 10
+
+// hold makes the item's record a copy of rec: its metadata (topic,
+// partition, offset, leader epoch, timestamp, attributes, producer id and
+// epoch, and its Context, which carries its receive span when tracing),
+// and its key, value and header values copied into the item's buffer, so
+// that the item does not keep rec's batch alive. A nil key or value stays
+// nil (a tombstone, a record without a key). Each slice is capped, so that
+// appending to one cannot overwrite the next.
+func (it *item) hold(rec *kgo.Record) {
+	n := len(rec.Key) + len(rec.Value)
+	for _, h := range rec.Headers {
+		n += len(h.Value)
+	}
+	if cap(it.buf) < n {
+		it.buf = make([]byte, 0, n)
+	}
+	buf := it.buf[:0]
+	it.own = *rec
+	it.own.Key, buf = appendCopy(buf, rec.Key)
+	it.own.Value, buf = appendCopy(buf, rec.Value)
+	it.own.Headers = nil
+	if len(rec.Headers) > 0 {
+		it.hdrs = it.hdrs[:0]
+		for _, h := range rec.Headers {
+			var v []byte
+			v, buf = appendCopy(buf, h.Value)
+			it.hdrs = append(it.hdrs, kgo.RecordHeader{Key: h.Key, Value: v})
+		}
+		it.own.Headers = it.hdrs[:len(it.hdrs):len(it.hdrs)]
+	}
+	it.rec = &it.own
+}
+
+// appendCopy appends b to buf (whose capacity must suffice, so that
+// earlier copies stay where they are) and returns the copy, capped, and
+// buf; a nil b is copied as nil.
+func appendCopy(buf, b []byte) (cp, rest []byte) {
+	if b == nil {
+		return nil, buf
+	}
+	start := len(buf)
+	buf = append(buf, b...)
+	return buf[start:len(buf):len(buf)], buf
+}
+
+// drop forgets the item's record, keeping its buffers' capacity for the
+// next one unless the buffer grew past maxKeptBuf.
+func (it *item) drop() {
+	it.rec, it.own = nil, kgo.Record{}
+	clear(it.hdrs) // the header keys
+	it.hdrs = it.hdrs[:0]
+	if cap(it.buf) > maxKeptBuf {
+		it.buf = nil
+	}
 }
 
 // itemOf returns the item a hit of this relay was built from.

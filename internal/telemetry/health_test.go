@@ -126,3 +126,39 @@ func TestReadyTimeoutConfig(t *testing.T) {
 		t.Fatalf("ready_timeout 2s: %v, want an error naming ready_timeout", err)
 	}
 }
+
+// TestReadyDetail: /readyz lists the Detail lines below its answer, ready
+// (200: a paused or parked site is no reason to restart the member) or
+// not (503), and says only "ready" when Detail returns nothing.
+// Mutation caught: the handler writing the Detail lines only when not
+// ready (tried: the ready case lacked the paused site).
+func TestReadyDetail(t *testing.T) {
+	var lines []string
+	h := &telemetry.Health{Detail: func() []string { return lines }}
+	handler := h.Handler()
+	h.SetReady(true)
+	if code, body := readyz(t, handler); code != 200 || body != "ready\n" {
+		t.Fatalf("ready, nothing to say: %d %q, want 200 \"ready\\n\"", code, body)
+	}
+	lines = []string{"isolated site: integration wrong (site 404, group g): paused by HTTP 404 since 2026-11-26T02:30:00Z (3m0s)",
+		"isolated site: integration down (site 503, group g): parking its records (no_answer) since 2026-11-26T02:31:00Z (2m0s)"}
+	want := strings.Join(lines, "\n") + "\n"
+	tests := []struct {
+		name  string
+		ready bool
+		code  int
+		first string
+	}{
+		{"ready", true, 200, "ready\n"},
+		{"not ready", false, 503, "not ready: the member owns no partition"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h.SetReady(tc.ready)
+			code, body := readyz(t, handler)
+			if code != tc.code || !strings.HasPrefix(body, tc.first) || !strings.HasSuffix(body, "\n"+want) {
+				t.Fatalf("/readyz = %d %q, want %d starting %q and ending with the detail:\n%s", code, body, tc.code, tc.first, want)
+			}
+		})
+	}
+}

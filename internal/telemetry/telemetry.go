@@ -193,6 +193,7 @@ type Metrics struct {
 	abandoned    metric.Int64Counter
 	dlqErrors    metric.Int64Counter
 	rebalances   metric.Int64Counter
+	offsetGap    metric.Int64Counter
 	spansDropped metric.Int64Counter
 	bisections   metric.Int64Counter
 	bisected     metric.Int64Counter
@@ -232,6 +233,9 @@ func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
 	add(err)
 	m.rebalances, err = m.meter.Int64Counter("atrelay.consumer.rebalances", metric.WithUnit("{rebalance}"),
 		metric.WithDescription("Changes of this member's partitions, by kind: assigned, revoked (both in a normal rebalance), lost (the group session ended)."))
+	add(err)
+	m.offsetGap, err = m.meter.Int64Counter("atrelay.consumer.offset_gap.records", metric.WithUnit("{record}"),
+		metric.WithDescription("Records a partition's committed offset pointed to that retention deleted before the group read them (the committed offset was below the log start), by topic."))
 	add(err)
 	m.spansDropped, err = m.meter.Int64Counter("atrelay.telemetry.spans.dropped", metric.WithUnit("{span}"),
 		metric.WithDescription("Spans never exported, by reason: queue_full (export did not keep up), export_failed (the OTLP endpoint refused them or was unreachable)."))
@@ -415,6 +419,14 @@ func (m *Metrics) Rebalance(ctx context.Context, kind string) {
 	m.rebalances.Add(ctx, 1, m.opt("rebalance/"+kind, func() attribute.Set { return attribute.NewSet(attribute.String("kind", kind)) }))
 }
 
+// OffsetGap counts the records a partition's committed offset pointed to
+// that retention deleted before the group read them, by topic; the relay
+// adds 0 for every partition it checks, so that the series exists
+// (relay.GapMetrics).
+func (m *Metrics) OffsetGap(ctx context.Context, topic string, _ int32, missing int64) {
+	m.offsetGap.Add(ctx, missing, m.opt("offsetgap/"+topic, func() attribute.Set { return attribute.NewSet(attribute.String("topic", topic)) }))
+}
+
 // The reasons of SpansDropped.
 const (
 	DropQueueFull    = "queue_full"
@@ -458,22 +470,27 @@ func (m *Metrics) SiteParking(ctx context.Context, integration string, parking b
 	m.parkingSites.Add(ctx, n, m.site(integration))
 }
 
-// Gauges are what the observable gauges read at each collection.
+// Gauges are what the observable gauges read at each collection, for one
+// consumer: the relay's, or its parking consumer's.
 type Gauges struct {
 	// Buffered returns how many records are between fetch and settlement.
 	Buffered func() int64
 	// Lag returns, per partition of Topic, the lag as last known: a
 	// partition keeps its series, at its last value, while fetches fail.
 	Lag func() map[int32]int64
-	// Topic and Group label every lag series.
+	// Topic and Group label every lag series; Group also labels the
+	// buffered series, so that the parking consumer's (group
+	// <group>.park, on the parking topic) stand apart from the relay's.
 	Topic, Group string
 }
 
-// ObserveGauges registers the buffered-records gauge and the per-partition
-// lag gauge (labelled with the topic, the consumer group and the
-// partition), read from g at each collection.
-func (m *Metrics) ObserveGauges(g Gauges) error {
-	b, err := m.meter.Int64ObservableGauge("atrelay.records.buffered", metric.WithUnit("{record}"), metric.WithDescription("Records between fetch and settlement."))
+// ObserveGauges registers the buffered-records gauge (labelled with the
+// consumer group) and the per-partition lag gauge (labelled with the
+// topic, the consumer group and the partition), read from each of gs at
+// each collection. Call it once, with every consumer.
+func (m *Metrics) ObserveGauges(gs ...Gauges) error {
+	b, err := m.meter.Int64ObservableGauge("atrelay.records.buffered", metric.WithUnit("{record}"),
+		metric.WithDescription("Records between fetch and settlement, per consumer group (the relay's, and its parking consumer's)."))
 	if err != nil {
 		return err
 	}
@@ -482,11 +499,23 @@ func (m *Metrics) ObserveGauges(g Gauges) error {
 	if err != nil {
 		return err
 	}
-	topic, group := attribute.String("topic", g.Topic), attribute.String("group", g.Group)
+	// The attributes are built once, not at each collection.
+	type observed struct {
+		Gauges
+		topic, group attribute.KeyValue
+		buffered     metric.ObserveOption
+	}
+	all := make([]observed, len(gs))
+	for i, g := range gs {
+		group := attribute.String("group", g.Group)
+		all[i] = observed{Gauges: g, topic: attribute.String("topic", g.Topic), group: group, buffered: metric.WithAttributes(group)}
+	}
 	_, err = m.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		o.ObserveInt64(b, g.Buffered())
-		for p, v := range g.Lag() {
-			o.ObserveInt64(l, v, metric.WithAttributes(topic, group, attribute.Int("partition", int(p))))
+		for _, g := range all {
+			o.ObserveInt64(b, g.Buffered(), g.buffered)
+			for p, v := range g.Lag() {
+				o.ObserveInt64(l, v, metric.WithAttributes(g.topic, g.group, attribute.Int("partition", int(p))))
+			}
 		}
 		return nil
 	}, b, l)
@@ -495,7 +524,8 @@ func (m *Metrics) ObserveGauges(g Gauges) error {
 
 // Health serves /healthz (the process runs) and /readyz: ready while the
 // member owns at least one partition and, when LastContact is set, has had
-// a successful fetch or group request within ReadyTimeout. Set the fields
+// a successful fetch or group request within ReadyTimeout. Below its first
+// line, /readyz lists what Detail returns, ready or not. Set the fields
 // before serving; SetReady is safe for concurrent use.
 type Health struct {
 	// ReadyTimeout is how old LastContact may be; 0 checks ownership only.
@@ -503,6 +533,11 @@ type Health struct {
 	// LastContact returns when the member last had a successful fetch or
 	// group request (the zero time before any): relay.Relay.LastContact.
 	LastContact func() time.Time
+	// Detail, when set, returns lines that /readyz adds below its answer:
+	// what an operator should see that is not a reason to restart the
+	// member (a site paused by a reject storm, or parking its records:
+	// relay.Relay.Sites). It must be safe for concurrent use.
+	Detail func() []string
 
 	ready atomic.Bool
 }
@@ -528,16 +563,27 @@ func (h *Health) Ready() (bool, string) {
 	return true, ""
 }
 
-// Handler serves both endpoints.
+// Handler serves both endpoints. /readyz answers 200 "ready" or 503 "not
+// ready: <why>", then one line per Detail line.
 func (h *Health) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if ok, why := h.Ready(); !ok {
-			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
-			return
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		ok, why := h.Ready()
+		if ok {
+			w.WriteHeader(http.StatusOK)
+			fmt.Fprintln(w, "ready")
+		} else {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready: "+why)
 		}
-		fmt.Fprintln(w, "ready")
+		if h.Detail != nil {
+			for _, line := range h.Detail() {
+				fmt.Fprintln(w, line)
+			}
+		}
 	})
 	return mux
 }

@@ -82,9 +82,13 @@ func TestPrometheusExposition(t *testing.T) {
 	m.Adjusted(ctx, "truncated", 2)
 	m.Adjusted(ctx, "out_of_range", 1)
 	m.Adjusted(ctx, "truncated", 1)
+	// The relay's and its parking consumer's series stand apart by group.
 	if err := m.ObserveGauges(telemetry.Gauges{
 		Buffered: func() int64 { return 42 }, Lag: func() map[int32]int64 { return map[int32]int64{3: 7} },
 		Topic: "events", Group: "atrelay",
+	}, telemetry.Gauges{
+		Buffered: func() int64 { return 5 }, Lag: func() map[int32]int64 { return map[int32]int64{0: 9} },
+		Topic: "events.park", Group: "atrelay.park",
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -96,8 +100,10 @@ func TestPrometheusExposition(t *testing.T) {
 		// The label is the log lines' field name for the same thing.
 		`atrelay_http_client_retries_total{integration="fitness",reason="connection_refused"} 1`,
 		`atrelay_http_client_retries_total{integration="games",reason="connection_refused"} 0`,
-		`atrelay_records_buffered 42`,
+		`atrelay_records_buffered{group="atrelay"} 42`,
 		`atrelay_consumer_lag{group="atrelay",partition="3",topic="events"} 7`,
+		`atrelay_records_buffered{group="atrelay.park"} 5`,
+		`atrelay_consumer_lag{group="atrelay.park",partition="0",topic="events.park"} 9`,
 		`atrelay_offsets_commits_total{result="ok"} 1`,
 		`atrelay_consumer_rebalances_total{kind="lost"} 1`,
 		`atrelay_properties_adjusted_total{reason="truncated"} 3`,

@@ -11,7 +11,9 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,8 +31,9 @@ import (
 
 // Config shapes a Client.
 type Config struct {
-	// Concurrency sizes the idle connection pool per host (default 16):
-	// the service sends at most this many requests per site at a time.
+	// Concurrency is the most requests the service sends per site at a
+	// time (default 16); the default transport keeps at least this many
+	// connections per host alive and idle.
 	Concurrency int
 	// RequestTimeout bounds one attempt (default DefaultRequestTimeout).
 	RequestTimeout time.Duration
@@ -46,7 +49,11 @@ type Config struct {
 	// Transport wraps or replaces the HTTP transport (e.g. OpenTelemetry);
 	// default a keep-alive transport that tries HTTP/2 over TLS.
 	Transport http.RoundTripper
-	Logger    *slog.Logger
+	// RootCAs, keyed by collect host (host or host:port, as in the site's
+	// endpoint), replaces the system's roots for that host
+	// (integrations[].tls.ca_file). The default transport only.
+	RootCAs map[string]*x509.CertPool
+	Logger  *slog.Logger
 	// OnResponse, when set, sees every attempt's status (0 for a transport
 	// error) and duration.
 	OnResponse func(site *pipeline.Site, status int, d time.Duration)
@@ -61,12 +68,16 @@ type Config struct {
 // Client sends requests to collect servers. Build it once; it is safe for
 // concurrent use and keeps connections alive between requests.
 type Client struct {
-	cfg    Config
-	rc     *retryablehttp.Client
-	tracer trace.Tracer // nil when not tracing
+	cfg       Config
+	rc        *retryablehttp.Client
+	tracer    trace.Tracer      // nil when not tracing
+	transport http.RoundTripper // the transport before tracing wraps it
+	// The values of the headers every request carries, shared by all
+	// requests (read only: net/http copies a header map it changes).
+	contentType, userAgent []string
+	bodies                 *sync.Pool // of *body
 
-	mu    sync.Mutex
-	sites map[*pipeline.Site]*siteState
+	sites sync.Map // *pipeline.Site → *siteState
 }
 
 // siteKey carries a request's attemptInfo through retryablehttp's hooks,
@@ -88,6 +99,20 @@ const maxErrorBody = 1 << 10
 // one; the service always passes delivery.concurrency.
 const defaultConcurrency = 16
 
+// idleConnsPerHost is how many idle connections the default transport
+// keeps per host. Sites on one collect domain share its connections, so
+// what is in flight to a host is delivery.concurrency times its sites; an
+// idle pool smaller than that closed a connection after most requests and
+// dialed a new one (two goroutines and their stacks each). A connection is
+// opened only when every other is busy, so the pool never holds more than
+// the host's peak in flight; IdleConnTimeout closes what a burst left.
+const idleConnsPerHost = 1024
+
+// writeBufferSize holds a request of 50 events (piano.MaxEventsPerRequest)
+// in one write: with net/http's default of 4 KiB, a request of more than
+// one buffer took a write per 4 KiB after the first.
+const writeBufferSize = 64 << 10
+
 // NewClient returns a client for cfg, with defaults for unset fields.
 func NewClient(cfg Config) *Client {
 	if cfg.Concurrency <= 0 {
@@ -105,23 +130,33 @@ func NewClient(cfg Config) *Client {
 	}
 	transport := cfg.Transport
 	if transport == nil {
-		transport = &http.Transport{
+		transport = withRoots(&http.Transport{
 			Proxy:               http.ProxyFromEnvironment,
 			DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			ForceAttemptHTTP2:   true,
-			MaxIdleConns:        256,
-			MaxIdleConnsPerHost: cfg.Concurrency,
+			MaxIdleConns:        0, // per host only: see idleConnsPerHost
+			MaxIdleConnsPerHost: max(cfg.Concurrency, idleConnsPerHost),
+			WriteBufferSize:     writeBufferSize,
+			// A collect server answers 204 or a short error: asking for
+			// gzip cost two allocations a request and saved nothing.
+			DisableCompression:  true,
 			IdleConnTimeout:     90 * time.Second,
 			TLSHandshakeTimeout: 10 * time.Second,
-		}
+		}, cfg.RootCAs)
 	}
-	c := &Client{cfg: cfg, sites: map[*pipeline.Site]*siteState{}}
+	c := &Client{cfg: cfg, transport: transport, contentType: []string{"text/plain;charset=UTF-8"}, userAgent: []string{cfg.UserAgent}}
+	// A body goes back to the pool once net/http's httptrace hooks say the
+	// transport is done with it (body.go); a transport of the caller's own
+	// may read a body later without them.
+	if _, ok := cfg.Transport.(*http.Transport); ok || cfg.Transport == nil {
+		c.bodies = newBodyPool()
+	}
 	if cfg.TracerProvider != nil {
 		c.tracer = cfg.TracerProvider.Tracer(ScopeName)
 		transport = tracedTransport(transport, cfg.TracerProvider)
 	}
 	rc := retryablehttp.NewClient()
-	rc.HTTPClient = &http.Client{Transport: transport, Timeout: cfg.RequestTimeout}
+	rc.HTTPClient = &http.Client{Transport: attemptTimeout{base: transport, timeout: cfg.RequestTimeout}}
 	rc.Logger = nil // we log through slog, below
 	rc.RetryWaitMin, rc.RetryWaitMax = cfg.Backoff.Min, cfg.Backoff.Max
 	rc.RetryMax = cfg.MaxRetries
@@ -244,12 +279,15 @@ func URL(site *pipeline.Site, idclient string) string {
 }
 
 // Body returns the request body {"events":[…]} of encoded hits.
-func Body(hits []*pipeline.Hit) []byte {
+func Body(hits []*pipeline.Hit) []byte { return appendBody(nil, hits) }
+
+// appendBody appends the request body of hits to b.
+func appendBody(b []byte, hits []*pipeline.Hit) []byte {
 	n := len(`{"events":[]}`)
 	for _, h := range hits {
 		n += len(h.Body) + 1
 	}
-	b := make([]byte, 0, n)
+	b = slices.Grow(b, n)
 	b = append(b, `{"events":[`...)
 	for i, h := range hits {
 		if i > 0 {
@@ -271,17 +309,21 @@ func (c *Client) Send(ctx context.Context, req pipeline.Request) (s pipeline.Set
 		ctx, span = c.startSpan(ctx, req)
 		defer func() { endSpan(span, s) }()
 	}
-	body := Body(req.Hits)
-	r, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, URL(req.Site, req.IDClient), body)
+	st := c.site(req.Site)
+	b := getBody(c.bodies)
+	defer b.release()
+	b.buf = appendBody(b.buf, req.Hits)
+	b.info = attemptInfo{site: req.Site, start: time.Now(), body: b.buf}
+	// The request is built with its final context: r.WithContext would
+	// copy it twice (retryablehttp's and net/http's).
+	ctx = httptrace.WithClientTrace(context.WithValue(ctx, siteKey{}, &b.info), b.newTrace())
+	r, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, st.url(req.IDClient), b.buf)
 	if err != nil {
 		// Only a malformed endpoint gets here, and config validation
 		// refuses those: no retry can build this request.
 		return pipeline.Settlement{Outcome: pipeline.Rejected, Reason: "bad_request", Err: err}
 	}
-	r.Header.Set("Content-Type", "text/plain;charset=UTF-8")
-	r.Header.Set("User-Agent", c.cfg.UserAgent)
-	r = r.WithContext(context.WithValue(ctx, siteKey{}, &attemptInfo{site: req.Site, start: time.Now(), body: body}))
-	st := c.site(req.Site)
+	r.Header = http.Header{"Content-Type": c.contentType, "User-Agent": c.userAgent}
 	st.waiting.Add(int64(len(req.Hits)))
 	resp, err := c.rc.Do(r)
 	st.waiting.Add(-int64(len(req.Hits)))
@@ -315,6 +357,10 @@ func (c *Client) Send(ctx context.Context, req pipeline.Request) (s pipeline.Set
 	}
 }
 
+// CloseIdleConnections closes the connections kept alive and idle; the
+// client stays usable and opens new ones as it needs them.
+func (c *Client) CloseIdleConnections() { closeIdle(c.transport) }
+
 // retrying counts a failed attempt and logs it: the first failure of a
 // run at once, then a summary every failurelog.DefaultPeriod, then the
 // recovery.
@@ -327,29 +373,33 @@ func (c *Client) retrying(ctx context.Context, site *pipeline.Site, reason strin
 
 // siteState is what the client follows per site: its run of failures, and
 // the events of its requests not answered yet, which the failure summaries
-// report.
+// report; and its collect URL up to the visitor's idclient.
 type siteState struct {
 	failures *failurelog.Log
 	waiting  atomic.Int64
+	prefix   string // URL(site, "")
 }
 
 func (c *Client) site(site *pipeline.Site) *siteState {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st := c.sites[site]
-	if st == nil {
-		st = &siteState{}
-		st.failures = failurelog.New(c.cfg.Logger.With("integration", site.Integration, "site_id", site.ID, "endpoint", site.Endpoint),
-			"collect request", slog.LevelWarn, failurelog.DefaultPeriod).
-			Describe(func() []any { return []any{"events_waiting", st.waiting.Load()} })
-		c.sites[site] = st
+	if st, ok := c.sites.Load(site); ok {
+		return st.(*siteState)
 	}
-	return st
+	st := &siteState{prefix: URL(site, "")}
+	st.failures = failurelog.New(c.cfg.Logger.With("integration", site.Integration, "site_id", site.ID, "endpoint", site.Endpoint),
+		"collect request", slog.LevelWarn, failurelog.DefaultPeriod).
+		Describe(func() []any { return []any{"events_waiting", st.waiting.Load()} })
+	actual, _ := c.sites.LoadOrStore(site, st)
+	return actual.(*siteState)
 }
+
+// url is URL(site, idclient).
+func (st *siteState) url(idclient string) string { return st.prefix + url.QueryEscape(idclient) }
 
 // drain reads what is left of a body (bounded) so the connection can be
 // reused, and closes it.
 func drain(body io.ReadCloser) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+	if body != http.NoBody { // a 204's: nothing to read
+		_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+	}
 	_ = body.Close()
 }

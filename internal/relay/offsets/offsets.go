@@ -12,7 +12,10 @@
 // requests, DLQ writes) runs under it and stops when the partition moves.
 // What an assignment settled without committing is remembered by the Book
 // and handed to the partition's next tracker on this member (Previously), so
-// records already delivered are not sent twice.
+// records already delivered are not sent twice. What it settled above its
+// committed offset also goes with each commit, as the commit's metadata
+// (Offset.Metadata, EncodeMetadata): the partition's next owner, on any
+// member, gets it back through Book.Restore.
 package offsets
 
 import (
@@ -33,10 +36,14 @@ var (
 // Offset is a committable position: At is the next offset to read (Kafka's
 // convention), Epoch the leader epoch of the last record below it, that is of
 // the last record consumed and settled, as OffsetCommit's committed leader
-// epoch wants it (-1 when no tracked record is below At).
+// epoch wants it (-1 when no tracked record is below At). Metadata records
+// the offsets above At already settled (EncodeMetadata, within
+// MetadataBudget), to be committed with At; it is empty in an Offset built
+// by hand.
 type Offset struct {
-	At    int64
-	Epoch int32
+	At       int64
+	Epoch    int32
+	Metadata string
 }
 
 // Tracker tracks the records of one partition of one assignment. It is safe
@@ -53,13 +60,16 @@ type Tracker struct {
 	next      int64 // offset after the last tracked record; -1 before
 	epoch     int32 // leader epoch of the last record popped as settled; -1 before
 	committed int64 // what MarkCommitted last recorded; -1 before
-	revoking  bool  // refuses Track, still accepts Settle
-	closed    bool  // refuses everything
-	drained   chan struct{}
+	// committedMeta is the metadata committed with committed: a commit at
+	// the same offset is due again when what is settled above it changed.
+	committedMeta string
+	revoking      bool // refuses Track, still accepts Settle
+	closed        bool // refuses everything
+	drained       chan struct{}
 
 	ctx    context.Context // ends at Close, or with the book's context
 	cancel context.CancelCauseFunc
-	before *Settled // what earlier assignments settled; set before use, read-only
+	before *Settled // what earlier assignments, and the commit metadata (Book.Restore), say settled
 }
 
 type slot struct {
@@ -83,9 +93,14 @@ func newTracker(parent context.Context, topic string, partition int32, before *S
 // (ErrRevoked, ErrLost, ErrClosed, or the book's context's cause).
 func (t *Tracker) Context() context.Context { return t.ctx }
 
-// Previously reports whether an earlier assignment of this partition, on
-// this member, settled offset without committing it.
-func (t *Tracker) Previously(offset int64) bool { return t.before.Contains(offset) }
+// Previously reports whether offset was settled without being committed:
+// by an earlier assignment of this partition on this member, or by its
+// previous owner as its commit metadata says (Book.Restore).
+func (t *Tracker) Previously(offset int64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.before.Contains(offset)
+}
 
 // Topic returns the tracker's topic.
 func (t *Tracker) Topic() string { return t.topic }
@@ -169,8 +184,11 @@ func (t *Tracker) Settle(offset int64) bool {
 // Committable returns the offset to commit: the lowest unsettled tracked
 // offset, or the offset after the last tracked record when all are settled,
 // with the leader epoch of the settled record just below it (-1 when none
-// is). ok is false when the tracker is closed, nothing was tracked, or nothing
-// moved since the last MarkCommitted.
+// is), and the metadata recording what is settled above it. ok is false
+// when the tracker is closed, nothing was tracked, or nothing moved since
+// the last MarkCommitted: neither the offset nor its metadata (records
+// settled above a record that holds the commit back are news too: the
+// partition's next owner skips them).
 func (t *Tracker) Committable() (o Offset, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -187,18 +205,37 @@ func (t *Tracker) committableLocked() (Offset, bool) {
 	if t.n > 0 {
 		o.At = t.ring[t.head].offset
 	}
-	if o.At <= t.committed {
+	if o.At < t.committed {
+		return Offset{}, false
+	}
+	o.Metadata = t.metadataLocked(o.At)
+	if o.At == t.committed && o.Metadata == t.committedMeta {
 		return Offset{}, false
 	}
 	return o, true
 }
 
+// metadataLocked encodes what is settled above at: the runs of settled
+// records in the ring, and what earlier owners settled from the next offset
+// to track up (those records, once fetched, are settled at once).
+func (t *Tracker) metadataLocked(at int64) string {
+	// Each entry takes at least two bytes: more runs cannot fit.
+	runs := t.runsLocked(nil, MetadataBudget/2)
+	if t.before != nil {
+		runs = join(append(runs, t.before.from(t.next)...))
+	}
+	return encodeMetadata(at, runs, MetadataBudget)
+}
+
 // MarkCommitted records that o was committed, so Committable reports only
-// progress beyond it.
+// progress beyond it: a higher offset, or the same one with a different
+// metadata. A mark below the last one changes nothing.
 func (t *Tracker) MarkCommitted(o Offset) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.committed = max(t.committed, o.At)
+	if o.At >= t.committed {
+		t.committed, t.committedMeta = o.At, o.Metadata
+	}
 }
 
 // Pending returns how many tracked records are not settled.
@@ -314,10 +351,29 @@ func (b *Book) End(topic string, partitions []int32, cause error) []*Tracker {
 }
 
 func (b *Book) endLocked(k key, t *Tracker, cause error) {
-	if s := t.Settled(); s != nil || t.before != nil {
-		b.settled[k] = s.Merge(t.before)
+	t.mu.Lock()
+	before := t.before
+	t.mu.Unlock()
+	if s := t.Settled(); s != nil || before != nil {
+		b.settled[k] = s.Merge(before)
 	}
 	t.close(cause)
+}
+
+// Restore adds s, the settled offsets a partition's commit metadata records
+// (DecodeMetadata), to what the partition's live tracker settles at once
+// (Previously), keeping what an ended assignment of this member settled
+// too. It reports false, and changes nothing, when the partition has no
+// live tracker.
+func (b *Book) Restore(topic string, partition int32, s *Settled) bool {
+	t := b.Tracker(topic, partition)
+	if t == nil || s == nil {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.before = s.Merge(t.before)
+	return true
 }
 
 // Owned returns how many partitions the book holds live trackers for

@@ -13,7 +13,7 @@ import (
 
 // op is one step of a scenario: track or settle an offset, or close.
 type op struct {
-	kind   byte // 't' track, 's' settle, 'c' close, 'r' revoke, 'm' mark committed
+	kind   byte // 't' track, 's' settle, 'c' close, 'r' revoke, 'm' mark committed, 'M' mark what Committable says
 	offset int64
 	want   bool // Track/Settle's answer
 }
@@ -41,6 +41,12 @@ func TestTracker(t *testing.T) {
 		{"revoking refuses track, accepts settle", []op{{'t', 1, true}, {'r', 0, false}, {'t', 2, false}, {'s', 1, true}}, 2, 0},
 		{"no news after mark", []op{{'t', 1, true}, {'s', 1, true}, {'m', 2, false}}, -1, 0},
 		{"news after mark", []op{{'t', 1, true}, {'s', 1, true}, {'m', 2, false}, {'t', 2, true}, {'s', 2, true}}, 3, 0},
+		// The commit holds at 2; a record settled above it is news: the
+		// commit's metadata must tell the next owner.
+		{"settled above the mark is news", []op{{'t', 1, true}, {'t', 2, true}, {'t', 3, true}, {'t', 4, true}, {'s', 1, true},
+			{'s', 3, true}, {'M', 0, false}, {'s', 4, true}}, 2, 1},
+		{"no news when nothing more settled above the mark", []op{{'t', 1, true}, {'t', 2, true}, {'t', 3, true}, {'s', 1, true},
+			{'s', 3, true}, {'M', 0, false}, {'t', 4, true}}, -1, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,7 +65,11 @@ func TestTracker(t *testing.T) {
 					tr.Revoke()
 					continue
 				case 'm':
-					tr.MarkCommitted(Offset{At: o.offset})
+					tr.MarkCommitted(Offset{At: o.offset, Metadata: MetadataPrefix})
+					continue
+				case 'M':
+					c, _ := tr.Committable()
+					tr.MarkCommitted(c)
 					continue
 				}
 				if got != o.want {
@@ -96,12 +106,18 @@ type model struct {
 	revoking  bool
 	closed    bool
 	committed int64 // the highest MarkCommitted; -1 before
+	// marked is the metadata of the mark at committed, decoded; nil when
+	// it did not decode (a mark by hand, without metadata).
+	marked *Settled
+	// markedOK is false when the mark's metadata did not decode.
+	markedOK bool
 }
 
 // committable is the contract, written out: the first unsettled offset (or
 // the one after the last record), carrying the epoch of the record just
 // below it (-1 when none is), reported only while open and only when it is
-// past the last mark.
+// past the last mark, or at it with a different set of records settled
+// above it (the metadata, which check decodes). Its Metadata is left empty.
 func (m *model) committable() (Offset, bool) {
 	if m.closed || len(m.tracked) == 0 {
 		return Offset{}, false
@@ -114,10 +130,32 @@ func (m *model) committable() (Offset, bool) {
 		}
 		o.Epoch = r.epoch
 	}
-	if o.At <= m.committed {
+	if o.At < m.committed || o.At == m.committed && m.markedOK && m.sameAbove(o.At) {
 		return Offset{}, false
 	}
 	return o, true
+}
+
+// sameAbove reports whether the tracked records above at that are settled
+// are exactly those the mark's metadata holds.
+func (m *model) sameAbove(at int64) bool {
+	for _, r := range m.tracked {
+		if r.offset > at && m.settled[r.offset] != m.marked.Contains(r.offset) {
+			return false
+		}
+	}
+	return true
+}
+
+// mark is MarkCommitted on the model.
+func (m *model) mark(o Offset) {
+	if o.At < m.committed {
+		return
+	}
+	m.committed = o.At
+	var err error
+	m.marked, err = DecodeMetadata(o.At, o.Metadata)
+	m.markedOK = err == nil
 }
 
 func (m *model) pending() int {
@@ -192,11 +230,11 @@ func (h *harness) step(op byte, arg int) string {
 	case op < 240: // Commit: what Committable said, or a stale, lower mark.
 		if c, ok := h.tr.Committable(); ok && arg%4 != 0 {
 			h.tr.MarkCommitted(c)
-			m.committed = max(m.committed, c.At)
+			m.mark(c)
 		} else {
 			stale := Offset{At: m.committed - int64(arg%3)}
 			h.tr.MarkCommitted(stale)
-			m.committed = max(m.committed, stale.At)
+			m.mark(stale)
 		}
 	case op < 254: // Drained with a dead context: nil exactly when nothing waits.
 		ctx, cancel := context.WithCancel(context.Background())
@@ -222,13 +260,22 @@ func (h *harness) check() string {
 	m := &h.m
 	want, wantOK := m.committable()
 	got, ok := h.tr.Committable()
-	if ok != wantOK || got != want {
+	if ok != wantOK || got.At != want.At || got.Epoch != want.Epoch {
 		return fmt.Sprintf("Committable() = %+v, %v; model %+v, %v", got, ok, want, wantOK)
 	}
 	if ok {
+		above, err := DecodeMetadata(got.At, got.Metadata)
+		if err != nil {
+			return fmt.Sprintf("Committable() metadata %q: %v", got.Metadata, err)
+		}
 		for _, r := range m.tracked {
 			if r.offset < got.At && !m.settled[r.offset] {
 				return fmt.Sprintf("committable %d passes unsettled %d", got.At, r.offset)
+			}
+			// The metadata holds exactly the settled records above
+			// the offset (the model is far below the budget).
+			if in, want := above.Contains(r.offset), r.offset > got.At && m.settled[r.offset]; in != want {
+				return fmt.Sprintf("Committable() at %d metadata %q: holds %d is %v, want %v", got.At, got.Metadata, r.offset, in, want)
 			}
 		}
 	}
@@ -372,13 +419,15 @@ func TestCommittedEpoch(t *testing.T) {
 		settled []int64
 		want    Offset
 	}{
-		{"none settled", nil, Offset{10, -1}},
-		{"first settled", []int64{10}, Offset{11, 3}},
-		{"the epoch-3 records settled", []int64{10, 11}, Offset{13, 3}},
-		{"one epoch-4 record settled", []int64{11, 10, 13}, Offset{14, 4}},
-		{"all settled", []int64{14, 13, 11, 10}, Offset{15, 4}},
-		{"only later records settled", []int64{13, 14}, Offset{10, -1}},
-		{"hole at the start", []int64{11, 13}, Offset{10, -1}},
+		{"none settled", nil, Offset{10, -1, "atrelay1:"}},
+		{"first settled", []int64{10}, Offset{11, 3, "atrelay1:"}},
+		{"the epoch-3 records settled", []int64{10, 11}, Offset{13, 3, "atrelay1:"}},
+		{"one epoch-4 record settled", []int64{11, 10, 13}, Offset{14, 4, "atrelay1:"}},
+		{"all settled", []int64{14, 13, 11, 10}, Offset{15, 4, "atrelay1:"}},
+		// 13 and 14 are one run, from 13 (3 above 10) for 2 offsets.
+		{"only later records settled", []int64{13, 14}, Offset{10, -1, "atrelay1:3+2"}},
+		// 11 and 13 are one run too: 12 is no record.
+		{"hole at the start", []int64{11, 13}, Offset{10, -1, "atrelay1:1+3"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -434,7 +483,7 @@ func TestBookReassignGetsNewTracker(t *testing.T) {
 	if !old.Settle(10) {
 		t.Fatal("a revoking tracker refused a settlement during the drain")
 	}
-	if got := b.Committable()["t"][0]; got != (Offset{11, 0}) {
+	if got := b.Committable()["t"][0]; got != (Offset{11, 0, "atrelay1:"}) {
 		t.Fatalf("the revoke's commit for t/0 = %v, want {11 0}", got)
 	}
 	old.Close()
@@ -496,11 +545,11 @@ func TestBookCommittableAndMark(t *testing.T) {
 		tr.Settle(5)
 	}
 	got := b.Committable()
-	want := map[string]map[int32]Offset{"a": {0: {6, 2}, 1: {6, 2}}, "b": {0: {6, 2}}}
+	want := map[string]map[int32]Offset{"a": {0: {6, 2, "atrelay1:"}, 1: {6, 2, "atrelay1:"}}, "b": {0: {6, 2, "atrelay1:"}}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("Committable() = %v, want %v", got, want)
 	}
-	b.MarkCommitted("a", 0, Offset{At: 6})
+	b.MarkCommitted("a", 0, got["a"][0])
 	b.MarkCommitted("c", 0, Offset{At: 6}) // not in the book: ignored
 	got = b.Committable()
 	if _, ok := got["a"][0]; ok {
