@@ -45,17 +45,21 @@ type live struct {
 // runService runs `atrelay run` (app.Serve) in-process against kfake, srfake
 // and the sandbox collector, on three integrations (one disabled), with:
 // events of every app (delivered, and filtered for several reasons), one
-// corrupt record (dead-lettered), and a collector whose first answer is a
-// 503 (a retry). It scrapes /metrics, as Prometheus would, until every
-// record is settled, the lag and a commit are reported and the series of
-// the dead letter and the retry exist; then it stops the service, which
-// flushes its spans to an OTLP/HTTP endpoint of the test's.
+// corrupt record (dead-lettered), a collector whose first answer is a 503
+// (a retry) and whose second is a 404 (its site paused, until its next
+// probe is accepted), and a parking topic, as in production. It scrapes
+// /metrics, as Prometheus would, until every record is settled, the lag and
+// a commit are reported and the series of the dead letter, the retry and
+// the pause exist; then it stops the service, which flushes its spans to an
+// OTLP/HTTP endpoint of the test's. (The parking consumer's lag has no
+// series until a record is parked: its labels are the relay's.)
 func runService(t *testing.T) *live {
 	t.Helper()
 	kafka := testkafka.New(t)
 	topic, group := kafka.Name(t, "events"), kafka.Name(t, "group")
 	kafka.CreateTopic(t, topic, 2)
 	kafka.CreateTopic(t, topic+".dlq", 1)
+	kafka.CreateTopic(t, topic+".park", 1) // kafka.park_topic's default: the parking consumer runs
 	const schemaID = 1
 	reg := srfake.New()
 	t.Cleanup(reg.Close)
@@ -64,6 +68,7 @@ func runService(t *testing.T) *live {
 	collect := httptest.NewServer(collector)
 	t.Cleanup(collect.Close)
 	collector.FailNext(1, http.StatusServiceUnavailable, "")
+	collector.FailNext(1, http.StatusNotFound, "")
 
 	events := fixture.Generate(fixture.Options{Seed: 11, Events: 60, EventsPerVisitor: 2})
 	enc := fixture.MustEncoder("")
@@ -92,6 +97,7 @@ func runService(t *testing.T) *live {
 	d.Relay.Backoff.Min, d.Relay.Backoff.Max = 5*time.Millisecond, 100*time.Millisecond
 	d.Relay.CommitInterval = 50 * time.Millisecond
 	d.Relay.ShutdownTimeout = 2 * time.Second
+	d.Relay.RejectProbeInterval = 20 * time.Millisecond // the 404's pause ends at once
 	cfg.Default()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -203,6 +209,11 @@ func notYet(t *testing.T, text string, records int) string {
 	}
 	if _, ok := sum("atrelay_consumer_lag", nil); !ok {
 		return "atrelay_consumer_lag"
+	}
+	// A pause's series exists from the pause on, at 0 again once the
+	// probe was accepted.
+	if _, ok := sum("atrelay_sites_paused", map[string]string{"http_response_status_code": "404"}); !ok {
+		return `atrelay_sites_paused{http_response_status_code="404"}`
 	}
 	return ""
 }

@@ -45,6 +45,7 @@ var onDashboard = []string{
 	"atrelay_delivery_latency_seconds", "atrelay_records_buffered", "atrelay_consumer_lag",
 	"atrelay_records_abandoned_total", "atrelay_dlq_write_errors_total", "atrelay_properties_adjusted_total",
 	"atrelay_offsets_commits_total", "atrelay_consumer_rebalances_total", "atrelay_telemetry_spans_dropped_total",
+	"atrelay_consumer_offset_gap_records_total", "atrelay_sites_paused", "atrelay_sites_parking",
 	"messaging_kafka_connects_total", "messaging_kafka_fetch_bytes_total", "messaging_kafka_produce_bytes_total",
 	"process_resident_memory_bytes", "process_cpu_seconds_total", "go_memstats_heap_inuse_bytes", "go_gc_duration_seconds",
 }
