@@ -11,9 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,7 +73,6 @@ type Client struct {
 	// The values of the headers every request carries, shared by all
 	// requests (read only: net/http copies a header map it changes).
 	contentType, userAgent []string
-	bodies                 *sync.Pool // of *body
 
 	sites sync.Map // *pipeline.Site → *siteState
 }
@@ -108,9 +105,10 @@ const defaultConcurrency = 16
 // the host's peak in flight; IdleConnTimeout closes what a burst left.
 const idleConnsPerHost = 1024
 
-// writeBufferSize holds a request of 50 events (piano.MaxEventsPerRequest)
-// in one write: with net/http's default of 4 KiB, a request of more than
-// one buffer took a write per 4 KiB after the first.
+// writeBufferSize sends a request of up to 64 KiB (50 events of typical
+// size, piano.MaxEventsPerRequest) in one write: with net/http's default
+// of 4 KiB, a larger request took a second write. It costs 60 KiB more
+// per connection.
 const writeBufferSize = 64 << 10
 
 // NewClient returns a client for cfg, with defaults for unset fields.
@@ -145,12 +143,6 @@ func NewClient(cfg Config) *Client {
 		}, cfg.RootCAs)
 	}
 	c := &Client{cfg: cfg, transport: transport, contentType: []string{"text/plain;charset=UTF-8"}, userAgent: []string{cfg.UserAgent}}
-	// A body goes back to the pool once net/http's httptrace hooks say the
-	// transport is done with it (body.go); a transport of the caller's own
-	// may read a body later without them.
-	if _, ok := cfg.Transport.(*http.Transport); ok || cfg.Transport == nil {
-		c.bodies = newBodyPool()
-	}
 	if cfg.TracerProvider != nil {
 		c.tracer = cfg.TracerProvider.Tracer(ScopeName)
 		transport = tracedTransport(transport, cfg.TracerProvider)
@@ -279,15 +271,12 @@ func URL(site *pipeline.Site, idclient string) string {
 }
 
 // Body returns the request body {"events":[…]} of encoded hits.
-func Body(hits []*pipeline.Hit) []byte { return appendBody(nil, hits) }
-
-// appendBody appends the request body of hits to b.
-func appendBody(b []byte, hits []*pipeline.Hit) []byte {
+func Body(hits []*pipeline.Hit) []byte {
 	n := len(`{"events":[]}`)
 	for _, h := range hits {
 		n += len(h.Body) + 1
 	}
-	b = slices.Grow(b, n)
+	b := make([]byte, 0, n)
 	b = append(b, `{"events":[`...)
 	for i, h := range hits {
 		if i > 0 {
@@ -310,14 +299,11 @@ func (c *Client) Send(ctx context.Context, req pipeline.Request) (s pipeline.Set
 		defer func() { endSpan(span, s) }()
 	}
 	st := c.site(req.Site)
-	b := getBody(c.bodies)
-	defer b.release()
-	b.buf = appendBody(b.buf, req.Hits)
-	b.info = attemptInfo{site: req.Site, start: time.Now(), body: b.buf}
+	body := Body(req.Hits)
 	// The request is built with its final context: r.WithContext would
 	// copy it twice (retryablehttp's and net/http's).
-	ctx = httptrace.WithClientTrace(context.WithValue(ctx, siteKey{}, &b.info), b.newTrace())
-	r, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, st.url(req.IDClient), b.buf)
+	ctx = context.WithValue(ctx, siteKey{}, &attemptInfo{site: req.Site, start: time.Now(), body: body})
+	r, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, st.url(req.IDClient), body)
 	if err != nil {
 		// Only a malformed endpoint gets here, and config validation
 		// refuses those: no retry can build this request.
