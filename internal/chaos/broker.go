@@ -27,11 +27,6 @@ const (
 	EnvCtl     = "ATRELAY_KAFKA_CTL"
 )
 
-// sessionTimeout is the group session timeout kfake imposes on every
-// member (the relay asks for kgo's 45 s and has no key to change it): a
-// killed or stopped member's partitions move after 6 s, not 45 s.
-const sessionTimeout = 6 * time.Second
-
 // Kafka is a run's broker.
 type Kafka struct {
 	kind    string // "kfake" or "kafka"
@@ -141,11 +136,12 @@ func (k *Kafka) topicName(name string, id [16]byte) string {
 	return k.ids[id]
 }
 
-// watch installs kfake's controls for a run: every member's session
-// timeout is cut to sessionTimeout; every OffsetCommit request is recorded
-// in the ledger (with whether its generation is older than the group's);
-// every write to the DLQ and parking topics is recorded with the source
-// position its headers name, before the broker acknowledges it.
+// watch installs kfake's controls for a run: every OffsetCommit request
+// is recorded in the ledger (with whether its generation is older than the
+// group's); every write to the DLQ and parking topics is recorded with the
+// source position its headers name, before the broker acknowledges it.
+// (The session timeout is the configuration's kafka.session_timeout, on
+// both brokers: see Settings.)
 func (k *Kafka) watch(led *Ledger) {
 	c := k.fake
 	gen := func(group string, g int32) {
@@ -155,12 +151,6 @@ func (k *Kafka) watch(led *Ledger) {
 		}
 		k.mu.Unlock()
 	}
-	c.ControlKey(int16(kmsg.JoinGroup), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		if jr := req.(*kmsg.JoinGroupRequest); jr.SessionTimeoutMillis > int32(sessionTimeout/time.Millisecond) {
-			jr.SessionTimeoutMillis = int32(sessionTimeout / time.Millisecond)
-		}
-		return nil, nil, false
-	})
 	c.ControlKey(int16(kmsg.SyncGroup), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		r := req.(*kmsg.SyncGroupRequest)
 		gen(r.Group, r.Generation)

@@ -43,11 +43,17 @@ type Settings struct {
 	ShutdownTimeout time.Duration
 	ProbeInterval   time.Duration
 	ParkAfter       time.Duration // 0: the default (2m)
+	// SessionTimeout is kafka.session_timeout: a killed or stopped
+	// member's partitions move after it, on kfake and on Apache Kafka.
+	SessionTimeout time.Duration
 }
 
 func defaultSettings() Settings {
 	return Settings{Concurrency: 4, RequestTimeout: time.Second, BackoffMax: 500 * time.Millisecond, MaxBuffered: 2000,
-		CommitInterval: 100 * time.Millisecond, ShutdownTimeout: 5 * time.Second, ProbeInterval: time.Second}
+		CommitInterval: 100 * time.Millisecond, ShutdownTimeout: 5 * time.Second, ProbeInterval: time.Second,
+		// The brokers' default group.min.session.timeout.ms: the shortest
+		// Apache Kafka accepts, not kgo's 45 s.
+		SessionTimeout: 6 * time.Second}
 }
 
 // inFlightBound is what can be re-sent when a member's requests are cut
@@ -248,7 +254,7 @@ func (r *Run) config(member, collect string, s Settings) (string, error) {
 	}
 	brokers := `"` + strings.Join(r.Kafka.brokers, `","`) + `"`
 	events := strings.Join(fixture.TableEvents, ", ")
-	text := fmt.Sprintf(`kafka: {brokers: [%s], topic: %q, group: %q, dlq_topic: %q, park_topic: %q}
+	text := fmt.Sprintf(`kafka: {brokers: [%s], topic: %q, group: %q, dlq_topic: %q, park_topic: %q, session_timeout: %s}
 codec: {framing: auto, schema_registry: {url: %q}}
 delivery:
   max_events: 50
@@ -266,7 +272,7 @@ integrations:
   - {name: news, app_id: %s, site_id: %d, collect_domain: %q, events: [%s],
      idclient_from: ["attribute:at_internet_id_client", user_id, anonymous_user_id]}
 telemetry: {metrics_listen: "off", health_listen: "off"}
-`, brokers, r.Topic, r.Group, r.DLQTopic, r.ParkTopic, r.Reg.URL(), s.Concurrency, s.RequestTimeout, s.BackoffMax,
+`, brokers, r.Topic, r.Group, r.DLQTopic, r.ParkTopic, s.SessionTimeout, r.Reg.URL(), s.Concurrency, s.RequestTimeout, s.BackoffMax,
 		s.MaxBuffered, s.CommitInterval, s.ShutdownTimeout, s.ProbeInterval, parkAfter,
 		fixture.AppFitness, siteFitness, collect, events, fixture.AppNews, siteNews, collect, events)
 	path := filepath.Join(r.Dir, member+".yaml")

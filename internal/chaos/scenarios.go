@@ -24,14 +24,14 @@ func Scenarios() []Scenario {
 		{Name: "connection resets", Fault: "every other request reset (RST) after its body is read, 20 s", On: onAny, Run: connectionResets},
 		{Name: "bad event 400", Fault: "the collector answers 400 to any request holding one of 5 marked events", On: onAny, Subset: true, Run: badEvent},
 		{Name: "broker restart", Fault: "Apache Kafka stopped for 8 s mid-stream, then started", On: onKafka, Serial: true, Run: brokerRestart},
-		{Name: "SIGKILL x5", Fault: "atrelay killed every 2-3 s, 5 times, restarted each time", On: onFake, Subset: true, Budget: 4 * time.Minute, Run: sigkill},
+		{Name: "SIGKILL x5", Fault: "atrelay killed every 2-3 s, 5 times, restarted each time", On: onAny, Subset: true, Budget: 4 * time.Minute, Run: sigkill},
 		{Name: "SIGTERM mid-batch", Fault: "SIGTERM while requests are in flight (collector 100 ms), then a restart", On: onAny, Subset: true, Run: sigterm},
 		{Name: "scale 1-3-1", Fault: "2 members join, then leave (SIGTERM), collector 50 ms a request", On: onAny, Run: scale},
-		{Name: "zombie member", Fault: "SIGSTOP past the session timeout, another member takes over, SIGCONT", On: onFake, Subset: true, Run: zombie},
+		{Name: "zombie member", Fault: "SIGSTOP past the session timeout, another member takes over, SIGCONT", On: onAny, Subset: true, Run: zombie},
 		{Name: "registry down", Fault: "registry 503/reset for 30 s while records of an uncached schema id arrive", On: onAny, Subset: true, Run: registryDown},
 		{Name: "poison pills", Fault: "truncated, garbage, unknown schema id and 5 MB records among good ones", On: onAny, Subset: true, Run: poisonPills},
 		{Name: "DLQ topic missing", Fault: "no DLQ topic while poison pills arrive; created after 10 s", On: onAny, Subset: true, Run: dlqMissing},
-		{Name: "bad configs", Fault: "atrelay run with 7 broken configurations", On: onAny, Subset: true, Run: badConfigs},
+		{Name: "bad configs", Fault: "atrelay run with 8 broken configurations", On: onAny, Subset: true, Run: badConfigs},
 		{Name: "offsets reset by time", Fault: "run, stop, `offsets reset --to <time> --execute`, run again", On: onAny, Subset: true, Run: offsetsReset},
 		{Name: "site down (parking)", Fault: "one site answers 503 for 2 min (park_after 2 s); the other keeps going", On: onAny, Budget: 5 * time.Minute, Run: siteDown},
 		{Name: "commit below log start", Fault: "records deleted past the committed offset while the group was stopped", On: onAny, Run: logStart},
@@ -550,6 +550,9 @@ func badConfigs(ctx context.Context, r *Run) error {
 		{"framing", "framing: auto", "framing: avro", "codec.framing"},
 		{"unset variable", "group: \"" + r.Group + "\"", "group: \"${ATRELAY_CHAOS_UNSET}\"", "kafka.group: ${ATRELAY_CHAOS_UNSET}"},
 		{"buffer below batch", "max_buffered_events: 2000", "max_buffered_events: 10", "delivery.max_buffered_events: must be at least max_events"},
+		// Below the brokers' group.min.session.timeout.ms, a join would be
+		// refused and retried for ever.
+		{"session timeout too short", "session_timeout: 6s", "session_timeout: 2s", "kafka.session_timeout: must be between 6s and 30m0s"},
 	}
 	text, err := readFile(good)
 	if err != nil {

@@ -17,7 +17,6 @@ import (
 // Where a scenario's runs go.
 const (
 	onAny   = "any"   // kfake, and the last run on Apache Kafka when there is one
-	onFake  = "kfake" // needs kfake's controls (session timeout)
 	onKafka = "kafka" // needs a real broker (a restart)
 )
 
@@ -25,7 +24,7 @@ const (
 type Scenario struct {
 	Name  string
 	Fault string // what is done, for the table
-	On    string // onAny, onFake or onKafka
+	On    string // onAny or onKafka
 	// Serial runs the runs one after the other (they share a fault of the
 	// broker); otherwise a scenario's runs run at once.
 	Serial bool

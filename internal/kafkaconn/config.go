@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"github.com/atrelay/atrelay/internal/fielderr"
 	"github.com/atrelay/atrelay/internal/secret"
@@ -24,8 +25,21 @@ type Config struct {
 	// longer than delivery.park_after; the parking consumer group,
 	// <group>.park, delivers them once the site answers again.
 	ParkTopic string `yaml:"park_topic"`
-	TLS       TLS    `yaml:"tls"`
-	SASL      SASL   `yaml:"sasl"`
+	// SessionTimeout is how long the group coordinator waits without a
+	// heartbeat before it removes a member and gives its partitions to the
+	// others: how long the partitions of a killed or hung member stay
+	// idle.
+	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// RebalanceTimeout is how long the coordinator waits for every member
+	// to rejoin at a rebalance; the relay drains a revoked partition for
+	// at most half of it (and at most delivery.shutdown_timeout).
+	RebalanceTimeout time.Duration `yaml:"rebalance_timeout"`
+	// HeartbeatInterval is how often a member heartbeats; unset, it is
+	// min(3s, session_timeout/3), so that two lost heartbeats do not end
+	// a session.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	TLS               TLS           `yaml:"tls"`
+	SASL              SASL          `yaml:"sasl"`
 }
 
 // TLS configures the broker connection's TLS. Files are PEM.
@@ -50,11 +64,41 @@ const (
 	DLQSuffix = ".dlq"
 	// ParkSuffix makes the default parking topic: <topic>.park.
 	ParkSuffix = ".park"
+	// DefaultSessionTimeout and DefaultRebalanceTimeout are franz-go's
+	// (and the Java client's) defaults.
+	DefaultSessionTimeout   = 45 * time.Second
+	DefaultRebalanceTimeout = 60 * time.Second
+	// DefaultHeartbeatInterval is franz-go's default, used when it is at
+	// most a third of the session timeout.
+	DefaultHeartbeatInterval = 3 * time.Second
+	// MinSessionTimeout and MaxSessionTimeout are the brokers' default
+	// group.min.session.timeout.ms and group.max.session.timeout.ms: a
+	// broker refuses a member whose session timeout is outside them, and
+	// the client would retry its join for ever.
+	MinSessionTimeout = 6 * time.Second
+	MaxSessionTimeout = 30 * time.Minute
+	// MinRebalanceTimeout leaves the revoke drain (half of it) half a
+	// second; MaxRebalanceTimeout bounds how long one member that does
+	// not rejoin can hold the whole group still.
+	MinRebalanceTimeout = time.Second
+	MaxRebalanceTimeout = 30 * time.Minute
 )
 
 // Default fills the unset keys: start_from earliest, dlq_topic
-// <topic>.dlq, park_topic <topic>.park.
+// <topic>.dlq, park_topic <topic>.park, session_timeout 45s,
+// rebalance_timeout 60s, heartbeat_interval min(3s, session_timeout/3).
 func (k *Config) Default() {
+	if k.SessionTimeout == 0 {
+		k.SessionTimeout = DefaultSessionTimeout
+	}
+	if k.RebalanceTimeout == 0 {
+		k.RebalanceTimeout = DefaultRebalanceTimeout
+	}
+	// A negative session timeout is left for Validate to name; a third
+	// of it would hide it behind a heartbeat error.
+	if k.HeartbeatInterval == 0 && k.SessionTimeout > 0 {
+		k.HeartbeatInterval = min(DefaultHeartbeatInterval, k.SessionTimeout/3)
+	}
 	if k.StartFrom == "" {
 		k.StartFrom = DefaultStartFrom
 	}
@@ -98,6 +142,19 @@ func (k *Config) Validate() error {
 	// says it.
 	if k.ParkTopic != "" && (k.ParkTopic == k.Topic || k.ParkTopic == k.DLQTopic) {
 		add("park_topic", "must differ from kafka.topic and kafka.dlq_topic")
+	}
+	if k.SessionTimeout < MinSessionTimeout || k.SessionTimeout > MaxSessionTimeout {
+		add("session_timeout", "must be between %s and %s (the brokers' default group.min/max.session.timeout.ms), not %s",
+			MinSessionTimeout, MaxSessionTimeout, k.SessionTimeout)
+	}
+	if k.RebalanceTimeout < MinRebalanceTimeout || k.RebalanceTimeout > MaxRebalanceTimeout {
+		add("rebalance_timeout", "must be between %s and %s, not %s", MinRebalanceTimeout, MaxRebalanceTimeout, k.RebalanceTimeout)
+	}
+	switch {
+	case k.HeartbeatInterval <= 0:
+		add("heartbeat_interval", "must be positive")
+	case k.HeartbeatInterval >= k.SessionTimeout && k.SessionTimeout > 0:
+		add("heartbeat_interval", "must be below kafka.session_timeout (%s), not %s", k.SessionTimeout, k.HeartbeatInterval)
 	}
 	if k.TLS.Enabled {
 		for _, f := range []struct{ key, path string }{{"tls.ca_file", k.TLS.CAFile}, {"tls.cert_file", k.TLS.CertFile}, {"tls.key_file", k.TLS.KeyFile}} {

@@ -1,6 +1,7 @@
 // Package kafkaconn owns the kafka section of the configuration and turns
-// it into franz-go client options (brokers, TLS, SASL), so that `atrelay run`,
-// `check`, `offsets` and `demo` connect the same way. Verify and Explain
+// it into franz-go client options (brokers, TLS, SASL, the group's
+// timeouts), so that `atrelay run`, `check`, `offsets` and `demo` connect
+// the same way. Verify and Explain
 // tell a connection the configuration must fix (a rejected certificate or
 // password) from a broker that is merely away.
 package kafkaconn
@@ -17,9 +18,22 @@ import (
 )
 
 // Options returns the client options that reach and authenticate to the
-// brokers of cfg. It reads the TLS files, so errors name the key of the file.
+// brokers of cfg, and the consumer group's timeouts (they only matter to a
+// client that joins a group; the relay reads the rebalance timeout back
+// from its client, so these are the only place it is set). It reads the
+// TLS files, so errors name the key of the file.
 func Options(cfg Config) ([]kgo.Opt, error) {
 	opts := []kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}
+	// Zero (a Config not passed through Default) keeps kgo's own default.
+	if cfg.SessionTimeout > 0 {
+		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout))
+	}
+	if cfg.RebalanceTimeout > 0 {
+		opts = append(opts, kgo.RebalanceTimeout(cfg.RebalanceTimeout))
+	}
+	if cfg.HeartbeatInterval > 0 {
+		opts = append(opts, kgo.HeartbeatInterval(cfg.HeartbeatInterval))
+	}
 	if cfg.TLS.Enabled {
 		tc, err := tlsConfig(cfg.TLS)
 		if err != nil {

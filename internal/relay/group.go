@@ -55,7 +55,7 @@ func (r *Relay) assigned(ctx context.Context, _ *kgo.Client, assigned map[string
 // cancelled, and the trackers refuse late acknowledgements. Records still
 // unsettled are redelivered by the new owner. The partitions' lag series
 // go: the new owner reports them.
-func (r *Relay) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+func (r *Relay) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	r.countRebalance(ctx, "revoked", revoked)
 	var trackers []*offsets.Tracker
 	for topic, parts := range revoked {
@@ -66,7 +66,12 @@ func (r *Relay) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][
 	}
 	if !r.crashed.Load() {
 		r.batcher.Flush()
-		drain := min(r.cfg.Delivery.ShutdownTimeout, r.rebalance/2)
+		// The rebalance timeout is the client's (kafka.rebalance_timeout,
+		// set by kafkaconn.Options in ClientOpts; kgo's 60s otherwise):
+		// the drain stays well below it so that the member is not kicked
+		// out of the group while draining.
+		rebalance, _ := cl.OptValue(kgo.RebalanceTimeout).(time.Duration)
+		drain := min(r.cfg.Delivery.ShutdownTimeout, rebalance/2)
 		dctx, cancel := context.WithTimeout(ctx, drain)
 		stopping := false
 		if at := r.stopAt.Load(); at != 0 {

@@ -160,7 +160,6 @@ type Relay struct {
 	commitMu   sync.Mutex // one commit at a time, periodic or on revoke
 	commitLog  *failurelog.Log
 	crashed    atomic.Bool
-	rebalance  time.Duration
 	decoder    Decoder // cfg.Decoder, its transient failures retried
 	spans      *recordSpans
 	readyState atomic.Bool
@@ -197,10 +196,6 @@ type Relay struct {
 	onCommit func(map[string]map[int32]kgo.EpochOffset)
 }
 
-// rebalanceTimeout is kgo's default; the revoke drain stays well below it so
-// that the member is not kicked out of the group while draining.
-const rebalanceTimeout = 60 * time.Second
-
 // closeGrace bounds the end of a shutdown, after the drain: the final
 // commit and leaving the group. When it runs out, the Kafka client's context
 // is cancelled, which fails whatever request is still in flight (a join
@@ -229,7 +224,6 @@ func New(cfg Config) (*Relay, error) {
 		log:       cfg.Logger,
 		metrics:   cfg.Metrics,
 		space:     make(chan struct{}, 1),
-		rebalance: rebalanceTimeout,
 		hwm:       make(map[int32]int64),
 		done:      make(map[int32]int64),
 		commitLog: failurelog.New(cfg.Logger, "offset commit", slog.LevelWarn, summaryEvery),
@@ -393,7 +387,6 @@ func (r *Relay) clientOpts() []kgo.Opt {
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
-		kgo.RebalanceTimeout(r.rebalance),
 		kgo.OnPartitionsAssigned(r.assigned),
 		kgo.OnPartitionsRevoked(r.revoked),
 		kgo.OnPartitionsLost(r.lost),
