@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,14 +94,14 @@ const maxBlockCount = 1 << 16
 type Decoder struct {
 	framing Framing
 	reg     *sr.Client
-	raw     *goavro.Codec
+	raw     *writerCodec
 	// maxBytes is the largest value decoded; a larger one is refused
 	// before a byte of it is read.
 	maxBytes int
 
 	mu     sync.RWMutex
-	byID   map[int]*goavro.Codec
-	byFP   map[uint64]*goavro.Codec
+	byID   map[int]*writerCodec
+	byFP   map[uint64]*writerCodec
 	flight singleflight.Group
 }
 
@@ -127,7 +128,7 @@ func New(framing Framing, reg *sr.Client, rawSchema string, opts ...Option) (*De
 	default:
 		return nil, fmt.Errorf("codec: unknown framing %q", framing)
 	}
-	d := &Decoder{framing: framing, reg: reg, maxBytes: DefaultMaxRecordBytes, byID: map[int]*goavro.Codec{}, byFP: map[uint64]*goavro.Codec{}}
+	d := &Decoder{framing: framing, reg: reg, maxBytes: DefaultMaxRecordBytes, byID: map[int]*writerCodec{}, byFP: map[uint64]*writerCodec{}}
 	for _, o := range opts {
 		o(d)
 	}
@@ -143,12 +144,12 @@ func New(framing Framing, reg *sr.Client, rawSchema string, opts ...Option) (*De
 	if rawSchema == "" {
 		rawSchema = schemas.SubscriptionEvent()
 	}
-	raw, err := goavro.NewCodec(rawSchema)
+	raw, err := newWriterCodec(rawSchema)
 	if err != nil {
 		return nil, fmt.Errorf("codec: raw schema: %w", err)
 	}
 	d.raw = raw
-	d.byFP[raw.Rabin] = raw
+	d.byFP[raw.rabin] = raw
 	// Every embedded schema can be a single-object writer schema.
 	files, _ := schemas.FS.ReadDir(".")
 	for _, f := range files {
@@ -156,8 +157,8 @@ func New(framing Framing, reg *sr.Client, rawSchema string, opts ...Option) (*De
 		if err != nil {
 			continue
 		}
-		if c, err := goavro.NewCodec(string(text)); err == nil {
-			d.byFP[c.Rabin] = c
+		if c, err := newWriterCodec(string(text)); err == nil {
+			d.byFP[c.rabin] = c
 		}
 	}
 	return d, nil
@@ -244,17 +245,28 @@ func (d *Decoder) Decode(ctx context.Context, value []byte) (*Event, error) {
 // caller can reuse one Event per record slot. A value above the decoder's
 // MaxRecordBytes fails with reason too_large before anything else, ev
 // untouched.
+//
+// The event never points into value: the caller may reuse it at once. Its
+// strings (and its attributes' values) share one buffer per decode, a copy
+// of the value; whatever keeps one of them past the record — a batched
+// hit's visitor id — should keep strings.Clone of it, or it keeps that
+// whole copy alive. EventID is the exception, its own copy: spans and logs
+// keep it.
 func (d *Decoder) DecodeInto(ctx context.Context, value []byte, ev *Event) error {
 	if len(value) > d.maxBytes {
 		// Only the length is looked at: the Avro reader never sees the
 		// value, and its error (a DLQ header) does not quote it.
 		return permanent("too_large", ErrTooLarge, "record value is %d bytes, above codec.max_record_bytes (%d)", len(value), d.maxBytes)
 	}
-	c, body, err := d.writer(ctx, value)
+	wc, body, err := d.writer(ctx, value)
 	if err != nil {
 		return err
 	}
-	native, rest, err := c.NativeFromBinary(body)
+	if wc.stringsAsBytes {
+		// The one copy the event's strings point into (see writerCodec).
+		body = append([]byte(nil), body...)
+	}
+	native, rest, err := wc.codec.NativeFromBinary(body)
 	if err != nil {
 		return permanent("corrupt", ErrCorrupt, "%v", err)
 	}
@@ -265,11 +277,24 @@ func (d *Decoder) DecodeInto(ctx context.Context, value []byte, ev *Event) error
 	if !ok {
 		return permanent("wrong_type", ErrWrongType, "writer schema is not a record")
 	}
-	return fromNative(m, ev)
+	if !wc.stringsAsBytes {
+		if err := rejectBytes(m); err != nil {
+			return err
+		}
+	}
+	if err := fromNative(m, ev); err != nil {
+		return err
+	}
+	if wc.stringsAsBytes {
+		// The id outlives the record on its span, in the tracer's export
+		// queue: it must not keep the whole copy of the value alive.
+		ev.EventID = strings.Clone(ev.EventID)
+	}
+	return nil
 }
 
 // writer finds the writer schema of a value and returns the Avro body.
-func (d *Decoder) writer(ctx context.Context, v []byte) (*goavro.Codec, []byte, error) {
+func (d *Decoder) writer(ctx context.Context, v []byte) (*writerCodec, []byte, error) {
 	framing := d.framing
 	if framing == FramingAuto {
 		switch {
@@ -308,7 +333,7 @@ func (d *Decoder) writer(ctx context.Context, v []byte) (*goavro.Codec, []byte, 
 	}
 }
 
-func (d *Decoder) byRegistryID(ctx context.Context, id int) (*goavro.Codec, error) {
+func (d *Decoder) byRegistryID(ctx context.Context, id int) (*writerCodec, error) {
 	d.mu.RLock()
 	c := d.byID[id]
 	d.mu.RUnlock()
@@ -330,18 +355,18 @@ func (d *Decoder) byRegistryID(ctx context.Context, id int) (*goavro.Codec, erro
 		if s.Type != sr.TypeAvro {
 			return nil, permanent("unknown_schema", ErrUnknownSchema, "confluent schema id %d is %s, not avro", id, s.Type)
 		}
-		c, err := goavro.NewCodec(s.Schema)
+		c, err := newWriterCodec(s.Schema)
 		if err != nil {
 			return nil, permanent("unknown_schema", ErrUnknownSchema, "confluent schema id %d: %v", id, err)
 		}
 		d.mu.Lock()
 		d.byID[id] = c
-		d.byFP[c.Rabin] = c
+		d.byFP[c.rabin] = c
 		d.mu.Unlock()
 		return c, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return v.(*goavro.Codec), nil
+	return v.(*writerCodec), nil
 }

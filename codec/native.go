@@ -16,8 +16,15 @@ func unwrap(v any) any {
 	return v
 }
 
+// wrongType names the Go type of the value, as goavro gives it, except
+// that bytes are a string read as bytes (writerCodec): DecodeInto has
+// rejected a plain codec's bytes before.
 func wrongType(field string, v any) error {
-	return permanent("wrong_type", ErrWrongType, "%s: %T", field, unwrap(v))
+	x := unwrap(v)
+	if _, ok := x.([]byte); ok {
+		x = ""
+	}
+	return permanent("wrong_type", ErrWrongType, "%s: %T", field, x)
 }
 
 // branch returns a union's value when it is of the expected branch: a map
@@ -30,13 +37,23 @@ func branch(v any, name string) (any, bool) {
 	return nil, false
 }
 
+// str also takes bytes: a codec reads strings as bytes when its writer
+// schema has no bytes of its own (writerCodec), and DecodeInto rejects
+// bytes in string fields otherwise.
 func str(field string, v any) (string, error) {
+	if x, ok := branch(v, "bytes"); ok {
+		if b, ok := x.([]byte); ok {
+			return bytesString(b), nil
+		}
+	}
 	if x, ok := branch(v, "string"); ok {
 		if s, ok := x.(string); ok {
 			return s, nil
 		}
 	}
 	switch x := unwrap(v).(type) {
+	case []byte:
+		return bytesString(x), nil
 	case string:
 		return x, nil
 	case nil:
@@ -127,11 +144,14 @@ func attributes(field string, v any) (map[string]string, error) {
 		}
 		out := make(map[string]string, len(x))
 		for k, a := range x {
-			s, ok := a.(string)
-			if !ok {
+			switch s := a.(type) {
+			case []byte: // as str: rejected by DecodeInto unless a string
+				out[k] = bytesString(s)
+			case string:
+				out[k] = s
+			default:
 				return nil, wrongType(field+"."+k, a)
 			}
-			out[k] = s
 		}
 		return out, nil
 	case nil:

@@ -6,6 +6,8 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/atrelay/atrelay/codec"
@@ -128,6 +130,42 @@ func derive(fields []codec.FieldInfo, keys map[string]string) ([]derived, error)
 	return out, errors.Join(errs...)
 }
 
+// formatDate returns t in UTC as dateLayout does — 2026-11-01T09:00:00.123Z,
+// milliseconds cut, not rounded — without reading the layout each time: an
+// event has up to four dates, and time.Format spent more on the layout than
+// on the digits. Years outside 0..9999, which the layout writes otherwise,
+// go through time.Format.
+func formatDate(t time.Time) string {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.Format(dateLayout)
+	}
+	hour, minute, sec := t.Clock()
+	var b [len("2006-01-02T15:04:05.000Z")]byte
+	put := func(at, v, digits int) {
+		for i := at + digits - 1; i >= at; i-- {
+			b[i] = byte('0' + v%10)
+			v /= 10
+		}
+	}
+	put(0, year, 4)
+	b[4] = '-'
+	put(5, int(month), 2)
+	b[7] = '-'
+	put(8, day, 2)
+	b[10] = 'T'
+	put(11, hour, 2)
+	b[13] = ':'
+	put(14, minute, 2)
+	b[16] = ':'
+	put(17, sec, 2)
+	b[19] = '.'
+	put(20, t.Nanosecond()/1e6, 3)
+	b[23] = 'Z'
+	return string(b[:])
+}
+
 // property returns how a field of each kind becomes a Piano value: strings
 // and nulls are left out when empty, dates are RFC 3339 in UTC.
 func property(f codec.FieldInfo) (derived, error) {
@@ -145,7 +183,7 @@ func property(f codec.FieldInfo) (derived, error) {
 			if !t.Valid {
 				return Value{}, false
 			}
-			return String(t.Value.UTC().Format(dateLayout)), true
+			return String(formatDate(t.Value)), true
 		}}, nil
 	case codec.KindDouble:
 		get := f.DoubleOf
@@ -288,7 +326,7 @@ type Report struct {
 // boundary and decimals beyond ±piano.MaxDecimal left out, both counted in
 // the Report. It writes h's Site, Name, IDClient and Props (reusing Props'
 // capacity) and nothing else, and allocates nothing once Props is large
-// enough, except the text of date properties.
+// enough, except the text of date properties and the copy of the visitor id.
 //
 // An event no source gives a visitor id is dropped as ErrNoIDClient, one
 // whose name r does not send as ErrEventNotEnabled.
@@ -315,7 +353,10 @@ func (r *Route) Map(ev *codec.Event, h *Hit) (Report, error) {
 	if id == "" {
 		return rep, ErrNoIDClient
 	}
-	h.Site, h.Name, h.IDClient = &r.site, name, id
+	// The hit outlives the event while it waits in a batch, and an event's
+	// strings share one buffer per record (codec.Decoder.DecodeInto): the
+	// hit keeps its own copy of the id, not the whole record.
+	h.Site, h.Name, h.IDClient = &r.site, name, strings.Clone(id)
 	if h.Props == nil {
 		h.Props = make([]Prop, 0, len(derivedProps)+len(r.static))
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/atrelay/atrelay/codec"
 	"github.com/atrelay/atrelay/internal/fixture"
@@ -180,6 +181,30 @@ func TestRoute(t *testing.T) {
 	}
 }
 
+// TestMapOwnsIDClient: the hit's visitor id is its own copy, not the
+// event's string — an event's strings share the record's decode buffer
+// (codec.Decoder.DecodeInto), which a batched hit must not keep alive, and
+// which the next decode may reuse. The id is taken from a buffer that is
+// then overwritten. Mutation caught: Map setting h.IDClient = id.
+func TestMapOwnsIDClient(t *testing.T) {
+	in := compile(t)
+	ev := base()
+	buf := []byte("idc-shared")
+	ev.UserAttributes = map[string]string{"at_internet_id_client": unsafe.String(&buf[0], len(buf))}
+	r, err := in.Route(&ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &pipeline.Hit{}
+	if _, err := r.Map(&ev, h); err != nil {
+		t.Fatal(err)
+	}
+	copy(buf, "xxxxxxxxxx")
+	if h.IDClient != "idc-shared" {
+		t.Fatalf("IDClient = %q after the event's buffer changed, want idc-shared", h.IDClient)
+	}
+}
+
 // TestMap: Map alone, on the fitness route: the exact properties in send
 // order, the visitor id, what it reports, and that it writes nothing of a
 // hit it drops.
@@ -211,9 +236,10 @@ func TestMap(t *testing.T) {
 	if &props[0] != &h.Props[0] {
 		t.Error("Map did not reuse the hit's Props")
 	}
-	// The event's date is the one allocation (its text).
-	if n := testing.AllocsPerRun(100, func() { _, _ = r.Map(&ev, h) }); n > 1 {
-		t.Errorf("Map allocates %v times, want at most 1", n)
+	// The event's date (its text) and the hit's copy of the visitor id
+	// are the two allocations.
+	if n := testing.AllocsPerRun(100, func() { _, _ = r.Map(&ev, h) }); n > 2 {
+		t.Errorf("Map allocates %v times, want at most 2", n)
 	}
 
 	long := base()

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -201,12 +200,47 @@ type Metrics struct {
 	parkingSites metric.Int64UpDownCounter
 	meter        metric.Meter
 
-	sets sync.Map // string key -> metric.MeasurementOption
+	// sets caches an attribute option per label set, built once: every
+	// record is counted several times, and a key of strings (a struct, not
+	// a concatenation boxed into a sync.Map) costs no allocation.
+	setsMu sync.RWMutex
+	sets   map[optKey]attrOpts
 }
+
+// attrOpts is one label set as the variadic options of Add and Record,
+// kept as slices so that passing them does not allocate one per call.
+type attrOpts struct {
+	add    []metric.AddOption
+	record []metric.RecordOption
+}
+
+// optKey names one label set of one instrument family: a kind (which
+// labels) and the label values.
+type optKey struct {
+	kind optKind
+	a, b string
+	n    int
+}
+
+// optKind says which labels an optKey's values are.
+type optKind uint8
+
+const (
+	optConsumed  optKind = iota + 1 // topic, partition
+	optSettled                      // outcome, reason
+	optSite                         // integration
+	optRequest                      // integration, status
+	optRetry                        // integration, reason
+	optReason                       // reason
+	optCommit                       // result
+	optRebalance                    // kind
+	optOffsetGap                    // topic
+	optPaused                       // integration, status
+)
 
 // NewMetrics creates the instruments on a meter provider.
 func NewMetrics(mp metric.MeterProvider) (*Metrics, error) {
-	m := &Metrics{meter: mp.Meter("github.com/atrelay/atrelay")}
+	m := &Metrics{meter: mp.Meter("github.com/atrelay/atrelay"), sets: map[optKey]attrOpts{}}
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
 	var err error
@@ -294,11 +328,11 @@ func (m *Metrics) zero(ctx context.Context, integrations []string) {
 	}
 	for _, in := range integrations {
 		for _, r := range retryReasonsAtStart {
-			m.retries.Add(ctx, 0, m.retryOpt(in, r))
+			m.retries.Add(ctx, 0, m.retryOpt(in, r).add...)
 		}
-		m.bisections.Add(ctx, 0, m.site(in))
-		m.bisected.Add(ctx, 0, m.site(in))
-		m.parkingSites.Add(ctx, 0, m.site(in))
+		m.bisections.Add(ctx, 0, m.site(in).add...)
+		m.bisected.Add(ctx, 0, m.site(in).add...)
+		m.parkingSites.Add(ctx, 0, m.site(in).add...)
 	}
 	for _, r := range abandonedAtStart {
 		m.Abandoned(ctx, r, 0)
@@ -307,13 +341,13 @@ func (m *Metrics) zero(ctx context.Context, integrations []string) {
 		m.Adjusted(ctx, r, 0)
 	}
 	for _, r := range dlqErrorsAtStart {
-		m.dlqErrors.Add(ctx, 0, m.reasonOpt("dlqerr/", r))
+		m.dlqErrors.Add(ctx, 0, m.reasonOpt(r).add...)
 	}
 	for _, ok := range []bool{true, false} {
-		m.commits.Add(ctx, 0, m.commitOpt(ok))
+		m.commits.Add(ctx, 0, m.commitOpt(ok).add...)
 	}
 	for _, k := range rebalancesAtStart {
-		m.rebalances.Add(ctx, 0, m.opt("rebalance/"+k, func() attribute.Set { return attribute.NewSet(attribute.String("kind", k)) }))
+		m.rebalances.Add(ctx, 0, m.opt(optKey{kind: optRebalance, a: k}, func() attribute.Set { return attribute.NewSet(attribute.String("kind", k)) }).add...)
 	}
 	for _, r := range spansDroppedAtStart {
 		m.SpansDropped(ctx, r, 0)
@@ -321,89 +355,101 @@ func (m *Metrics) zero(ctx context.Context, integrations []string) {
 }
 
 // opt returns the cached attribute option for a key, building it once.
-func (m *Metrics) opt(key string, build func() attribute.Set) metric.MeasurementOption {
-	if o, ok := m.sets.Load(key); ok {
-		return o.(metric.MeasurementOption)
+// build must not escape, so that its closure stays on the caller's stack.
+func (m *Metrics) opt(key optKey, build func() attribute.Set) attrOpts {
+	m.setsMu.RLock()
+	o, ok := m.sets[key]
+	m.setsMu.RUnlock()
+	if ok {
+		return o
 	}
-	o, _ := m.sets.LoadOrStore(key, metric.WithAttributeSet(build()))
-	return o.(metric.MeasurementOption)
+	m.setsMu.Lock()
+	defer m.setsMu.Unlock()
+	if o, ok := m.sets[key]; ok {
+		return o
+	}
+	set := metric.WithAttributeSet(build())
+	o = attrOpts{add: []metric.AddOption{set}, record: []metric.RecordOption{set}}
+	m.sets[key] = o
+	return o
 }
 
-// reasonOpt is the option of a reason label alone, cached under prefix.
-func (m *Metrics) reasonOpt(prefix, reason string) metric.MeasurementOption {
-	return m.opt(prefix+reason, func() attribute.Set { return attribute.NewSet(attribute.String("reason", reason)) })
+// reasonOpt is the option of a reason label alone, whichever instrument
+// it labels.
+func (m *Metrics) reasonOpt(reason string) attrOpts {
+	return m.opt(optKey{kind: optReason, a: reason}, func() attribute.Set { return attribute.NewSet(attribute.String("reason", reason)) })
 }
 
 // Consumed counts a polled record.
 func (m *Metrics) Consumed(ctx context.Context, topic string, partition int32) {
-	m.consumed.Add(ctx, 1, m.opt("c/"+topic+"/"+strconv.Itoa(int(partition)), func() attribute.Set {
+	m.consumed.Add(ctx, 1, m.opt(optKey{kind: optConsumed, a: topic, n: int(partition)}, func() attribute.Set {
 		return attribute.NewSet(attribute.String("topic", topic), attribute.Int("partition", int(partition)))
-	}))
+	}).add...)
 }
 
 // Settled counts settled records by outcome and reason.
 func (m *Metrics) Settled(ctx context.Context, outcome, reason string, n int64) {
-	m.settled.Add(ctx, n, m.opt("s/"+outcome+"/"+reason, func() attribute.Set {
+	m.settled.Add(ctx, n, m.opt(optKey{kind: optSettled, a: outcome, b: reason}, func() attribute.Set {
 		return attribute.NewSet(attribute.String("outcome", outcome), attribute.String("reason", reason))
-	}))
+	}).add...)
 }
 
-func (m *Metrics) site(site string) metric.MeasurementOption {
-	return m.opt("site/"+site, func() attribute.Set { return attribute.NewSet(attribute.String("integration", site)) })
+func (m *Metrics) site(site string) attrOpts {
+	return m.opt(optKey{kind: optSite, a: site}, func() attribute.Set { return attribute.NewSet(attribute.String("integration", site)) })
 }
 
 // Request records one collect attempt.
 func (m *Metrics) Request(ctx context.Context, site string, status int, d time.Duration) {
-	m.requests.Record(ctx, d.Seconds(), m.opt("r/"+site+"/"+strconv.Itoa(status), func() attribute.Set {
+	m.requests.Record(ctx, d.Seconds(), m.opt(optKey{kind: optRequest, a: site, n: status}, func() attribute.Set {
 		return attribute.NewSet(attribute.String("integration", site), attribute.Int("http.response.status_code", status))
-	}))
+	}).record...)
 }
 
-func (m *Metrics) retryOpt(site, reason string) metric.MeasurementOption {
-	return m.opt("retry/"+site+"/"+reason, func() attribute.Set {
+func (m *Metrics) retryOpt(site, reason string) attrOpts {
+	return m.opt(optKey{kind: optRetry, a: site, b: reason}, func() attribute.Set {
 		return attribute.NewSet(attribute.String("integration", site), attribute.String("reason", reason))
 	})
 }
 
 // Retry counts a retry.
 func (m *Metrics) Retry(ctx context.Context, site, reason string) {
-	m.retries.Add(ctx, 1, m.retryOpt(site, reason))
+	m.retries.Add(ctx, 1, m.retryOpt(site, reason).add...)
 }
 
 // DeliveryLatency records the time from an event's creation to delivery.
 func (m *Metrics) DeliveryLatency(ctx context.Context, site string, d time.Duration) {
-	m.latency.Record(ctx, d.Seconds(), m.site(site))
+	m.latency.Record(ctx, d.Seconds(), m.site(site).record...)
 }
 
 // Adjusted counts property values changed to fit Piano's limits, by
 // reason: truncated (a string cut to 255 characters) or out_of_range (a
 // decimal beyond ±1e15, left out of its hit).
 func (m *Metrics) Adjusted(ctx context.Context, reason string, n int64) {
-	m.adjusted.Add(ctx, n, m.reasonOpt("adjusted/", reason))
+	m.adjusted.Add(ctx, n, m.reasonOpt(reason).add...)
 }
 
 // Abandoned counts records released unsettled (their partition moved to
 // another member, or shutdown ran out of time), by reason.
 func (m *Metrics) Abandoned(ctx context.Context, reason string, n int64) {
-	m.abandoned.Add(ctx, n, m.reasonOpt("abandoned/", reason))
+	m.abandoned.Add(ctx, n, m.reasonOpt(reason).add...)
 }
 
 // DLQWriteError counts a failed write to the dead-letter topic, by reason.
 func (m *Metrics) DLQWriteError(ctx context.Context, reason string) {
-	m.dlqErrors.Add(ctx, 1, m.reasonOpt("dlqerr/", reason))
+	m.dlqErrors.Add(ctx, 1, m.reasonOpt(reason).add...)
 }
 
-func (m *Metrics) commitOpt(ok bool) metric.MeasurementOption {
+func (m *Metrics) commitOpt(ok bool) attrOpts {
 	result := "ok"
 	if !ok {
 		result = "error"
 	}
-	return m.opt("commit/"+result, func() attribute.Set { return attribute.NewSet(attribute.String("result", result)) })
+	return m.opt(optKey{kind: optCommit, a: result}, func() attribute.Set { return attribute.NewSet(attribute.String("result", result)) })
 }
 
 // Commit counts an offset commit.
 func (m *Metrics) Commit(ctx context.Context, ok bool) {
-	m.commits.Add(ctx, 1, m.commitOpt(ok))
+	m.commits.Add(ctx, 1, m.commitOpt(ok).add...)
 }
 
 // The kinds of Rebalance.
@@ -416,7 +462,7 @@ const (
 // Rebalance counts a change of the member's partitions, by kind: assigned,
 // revoked or lost (relay.RebalanceMetrics).
 func (m *Metrics) Rebalance(ctx context.Context, kind string) {
-	m.rebalances.Add(ctx, 1, m.opt("rebalance/"+kind, func() attribute.Set { return attribute.NewSet(attribute.String("kind", kind)) }))
+	m.rebalances.Add(ctx, 1, m.opt(optKey{kind: optRebalance, a: kind}, func() attribute.Set { return attribute.NewSet(attribute.String("kind", kind)) }).add...)
 }
 
 // OffsetGap counts the records a partition's committed offset pointed to
@@ -424,7 +470,7 @@ func (m *Metrics) Rebalance(ctx context.Context, kind string) {
 // adds 0 for every partition it checks, so that the series exists
 // (relay.GapMetrics).
 func (m *Metrics) OffsetGap(ctx context.Context, topic string, _ int32, missing int64) {
-	m.offsetGap.Add(ctx, missing, m.opt("offsetgap/"+topic, func() attribute.Set { return attribute.NewSet(attribute.String("topic", topic)) }))
+	m.offsetGap.Add(ctx, missing, m.opt(optKey{kind: optOffsetGap, a: topic}, func() attribute.Set { return attribute.NewSet(attribute.String("topic", topic)) }).add...)
 }
 
 // The reasons of SpansDropped.
@@ -435,15 +481,15 @@ const (
 
 // SpansDropped counts spans that were never exported, by reason.
 func (m *Metrics) SpansDropped(ctx context.Context, reason string, n int64) {
-	m.spansDropped.Add(ctx, n, m.reasonOpt("spansdropped/", reason))
+	m.spansDropped.Add(ctx, n, m.reasonOpt(reason).add...)
 }
 
 // Bisected counts a request rejected with 400 that was bisected to isolate
 // its rejected events, and the requests the bisection sent
 // (relay.IsolationMetrics).
 func (m *Metrics) Bisected(ctx context.Context, integration string, requests int64) {
-	m.bisections.Add(ctx, 1, m.site(integration))
-	m.bisected.Add(ctx, requests, m.site(integration))
+	m.bisections.Add(ctx, 1, m.site(integration).add...)
+	m.bisected.Add(ctx, requests, m.site(integration).add...)
 }
 
 // SitePaused records that an integration's site was paused by a reject
@@ -454,9 +500,9 @@ func (m *Metrics) SitePaused(ctx context.Context, integration string, status int
 	if paused {
 		n = 1
 	}
-	m.pausedSites.Add(ctx, n, m.opt("paused/"+integration+"/"+strconv.Itoa(status), func() attribute.Set {
+	m.pausedSites.Add(ctx, n, m.opt(optKey{kind: optPaused, a: integration, n: status}, func() attribute.Set {
 		return attribute.NewSet(attribute.String("integration", integration), attribute.Int("http.response.status_code", status))
-	}))
+	}).add...)
 }
 
 // SiteParking records that an integration's site started or stopped
@@ -467,7 +513,7 @@ func (m *Metrics) SiteParking(ctx context.Context, integration string, parking b
 	if parking {
 		n = 1
 	}
-	m.parkingSites.Add(ctx, n, m.site(integration))
+	m.parkingSites.Add(ctx, n, m.site(integration).add...)
 }
 
 // Gauges are what the observable gauges read at each collection, for one
