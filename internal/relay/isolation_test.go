@@ -624,8 +624,8 @@ func TestBisectThroughCollectClient(t *testing.T) {
 // delivered() not ending the parking (the site stays parked: time-out);
 // parkLocked() not publishing the parking to the readiness detail
 // (Sites() shows the 404's pause alone); the parking consumer's delivered()
-// not telling the relay (siteAnswered: the site stays parked until a new
-// record goes as its probe).
+// not telling the relay (siteAnswered: the site stays parked, the relay
+// sending it no probe: park.go).
 func TestParkFailingSite(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -707,8 +707,8 @@ func TestParkFailingSite(t *testing.T) {
 			}
 
 			// The site is fixed: the parking consumer delivers the parked
-			// records, and new records of the site go direct once a probe
-			// is accepted.
+			// records, its first delivery ends the parking, and new records
+			// of the site go direct.
 			tc.fix(sink, down)
 			until(t, "the parked records delivered and the parking group's end committed", sink, m, func() bool {
 				return s.k.Committed(t, s.group+relay.ParkGroupSuffix, parkTopic)[0] == n
@@ -843,7 +843,10 @@ const envAcceptanceMinutes = "ATRELAY_ACCEPTANCE_MINUTES"
 // while the site is still down; after the recovery, every parked event is
 // delivered, both groups end with committed == end, and every event
 // arrived exactly once (lost = 0, nothing dead-lettered or released
-// unsettled). It logs the figures. It takes about 2.5 minutes: it runs only
+// unsettled). It logs the figures: the second wave's commit follows its
+// production by about a commit interval, since the relay sends a parked
+// site no probe of its own (park.go; it took ~30 s, a probe's wait, when
+// it did). It takes about 2.5 minutes: it runs only
 // with ATRELAY_ACCEPTANCE_MINUTES=1.
 // Mutation caught: checkFailing() never parking (the main group's commits
 // stay behind the down site's first record until the recovery: "committed

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/atrelay/atrelay/pipeline"
@@ -19,11 +21,32 @@ import (
 // topic with the group <group>.park, runs the parked records through the
 // stages again and delivers them once their site answers, one request at a
 // time per site: while the site still fails, its partitions wait (commit
-// only after delivery, as for the main group). The parked site itself is
-// probed every reject_probe_interval with one of its new requests (a probe
-// without an answer within the interval is parked too); the first 2xx, to
-// the probe or to the parking consumer, ends the parking (and a pause),
-// and its new records go direct again.
+// only after delivery, as for the main group).
+//
+// Who probes a parked site: the parking consumer, not the relay. Its
+// requests are the site's probes (one at a time, retried while the site
+// fails, or, when it pauses the site itself, one every
+// reject_probe_interval), and its first delivery ends the parking (and a
+// pause) in the relay too (siteAnswered), after which the site's new
+// records go direct again. The relay itself sends nothing to a parked
+// site: every request of it, waiting or new, is parked at once, so no
+// record of a parked site stays unsettled for longer than its write to the
+// parking topic takes. (A probe of the relay's own would hold its records,
+// and their partitions' commits, for up to reject_probe_interval while the
+// collect client retries.) A parked site always has a parked record that
+// the parking consumer has not delivered yet, or none written so far:
+// once one is delivered, the site is no longer parked; a parked site
+// with no traffic stays parked until its next record is parked and
+// delivered.
+//
+// The relay probes a parked site itself, one of its requests every
+// reject_probe_interval (without an answer within the interval, it is
+// parked too), only when the parking consumer cannot: it has stopped (its
+// Run failed), or its buffer is full (max_buffered_events) of other
+// sites' records, as when another parked site's records fill it, so that
+// this site's parked records may not be fetched before that site answers. A paused site
+// that is not parked (parking off, or park_after not passed yet) is
+// probed by the relay, as pause.go says.
 //
 // Ordering: a site's parked records reach it after the records it accepted
 // before the parking, and may reach it after records sent direct once the
@@ -42,6 +65,57 @@ type parking struct {
 	after    time.Duration
 	writer   *park.Writer
 	consumer *Relay // nil in the parking consumer itself
+	// stopped is set when the parking consumer's Run returned before the
+	// relay's end: the relay probes its parked sites itself then.
+	stopped atomic.Bool
+
+	mu     sync.Mutex
+	queues map[*pipeline.Site]*siteQueue // the parking consumer's, by site
+}
+
+// track records a site queue of the parking consumer, for probes.
+func (p *parking) track(site *pipeline.Site, q *siteQueue) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.queues == nil {
+		p.queues = map[*pipeline.Site]*siteQueue{}
+	}
+	p.queues[site] = q
+}
+
+// probes reports whether the parking consumer probes site: it runs, and
+// either its buffer has room to fetch the site's parked records, or it
+// holds some of them already (full of the site's own records, as in a long
+// outage of a busy site, it is probing it).
+func (p *parking) probes(site *pipeline.Site) bool {
+	if p == nil || p.stopped.Load() {
+		return false
+	}
+	if p.consumer.Buffered() < int64(p.consumer.cfg.Delivery.MaxBufferedEvents) {
+		return true
+	}
+	p.mu.Lock()
+	cq := p.queues[site]
+	p.mu.Unlock()
+	return cq != nil && cq.holding()
+}
+
+// holding reports whether the queue has a request waiting or being sent.
+func (q *siteQueue) holding() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.head < len(q.reqs) || q.pending > 0
+}
+
+// probingLocked reports whether the relay sends a probe of its own to
+// the site: while it is paused and not parked, or parked while the parking
+// consumer does not probe it. q.mu is held (then the parking consumer's
+// queue's: the lock order is the relay's queue, then the consumer's).
+func (q *siteQueue) probingLocked() bool {
+	if q.parking {
+		return !q.r.park.probes(q.site)
+	}
+	return q.paused
 }
 
 func (c *Config) validatePark() error {
@@ -100,8 +174,12 @@ func (p *parking) run(ctx context.Context) {
 	if p == nil {
 		return
 	}
-	if err := p.consumer.Run(ctx); err != nil {
-		p.consumer.log.Error("parking consumer stopped: parked records wait in the parking topic until the next start", "error", err)
+	err := p.consumer.Run(ctx)
+	if ctx.Err() == nil {
+		p.stopped.Store(true) // the parked sites' probe timers see it
+	}
+	if err != nil {
+		p.consumer.log.Error("parking consumer stopped: parked records wait in the parking topic until the next start; the relay probes parked sites itself", "error", err)
 	}
 }
 
@@ -137,9 +215,10 @@ type parkState struct {
 }
 
 // beforeSend is called before each attempt of a request. Unless req is
-// the probe, it puts req back at the front of the queue and returns held
-// when the site is paused (req waits) or parking (req is popped to be
-// parked). It starts the site's failure clock when nothing was pending,
+// the probe and the relay still probes the site itself (probingLocked),
+// it puts req back at the front of the queue and returns held when the
+// site is paused (req waits) or parking (req is popped to be parked): a
+// probe that was out when the parking began is parked too. It starts the site's failure clock when nothing was pending,
 // and returns the context that ends when the site starts parking (nil when
 // parking is off), and whether it is parking now.
 func (q *siteQueue) beforeSend(req pipeline.Request, probe bool) (siteCtx context.Context, parking, held bool) {
@@ -148,7 +227,7 @@ func (q *siteQueue) beforeSend(req pipeline.Request, probe bool) (siteCtx contex
 	if q.closed {
 		return nil, false, false
 	}
-	if !probe && (q.paused || q.parking) {
+	if (q.paused || q.parking) && !(probe && q.probingLocked()) {
 		q.pushFront(req)
 		return nil, q.parking, true
 	}
@@ -207,9 +286,11 @@ func (q *siteQueue) checkFailing() {
 	q.parkLocked()
 }
 
-// parkLocked starts parking the site: its requests in flight end, its
-// waiting and new requests are popped to be parked, and a probe is due
-// every probe interval.
+// parkLocked starts parking the site: its requests in flight end, and its
+// waiting and new requests are popped to be parked. A probe of the relay's
+// own is due every probe interval only while the parking consumer does
+// not probe the site (probingLocked); a pause's probe scheduled before is
+// replaced.
 func (q *siteQueue) parkLocked() {
 	q.parkReason = reasonNoAnswer
 	if q.paused {
@@ -218,18 +299,17 @@ func (q *siteQueue) parkLocked() {
 	q.parking, q.parkedAt = true, time.Now()
 	q.cancelSite()
 	q.siteCtx, q.cancelSite = context.WithCancel(q.r.deliverCtx)
-	if !q.paused {
-		q.scheduleProbeLocked()
-	}
+	q.scheduleProbeLocked()
 	q.cond.Broadcast()
 	q.r.isolation().SiteParking(q.r.deliverCtx, q.site.Integration, true)
 	q.publishLocked()
-	q.r.log.Warn("site parked: it has failed for longer than park_after; its records go to the parking topic, whose consumer delivers them once the site answers, and one request is sent as a probe every reject_probe_interval",
+	q.r.log.Warn("site parked: it has failed for longer than park_after; its records go to the parking topic, whose consumer delivers them once the site answers (its first delivery ends the parking)",
 		"integration", q.site.Integration, "site_id", q.site.ID, "endpoint", q.site.Endpoint, "reason", q.parkReason,
 		"failing_since", q.failingSince.UTC().Format(time.RFC3339), "park_after", q.parkAfter.String(), "probe_interval", q.probeEvery.String())
 }
 
-// unparkLocked ends the parking: the site answered a probe with a 2xx.
+// unparkLocked ends the parking: the site accepted a request, the parking
+// consumer's (siteAnswered) or the relay's probe.
 func (q *siteQueue) unparkLocked(s pipeline.Settlement) {
 	q.parking, q.probes = false, 0
 	q.r.isolation().SiteParking(q.r.deliverCtx, q.site.Integration, false)

@@ -22,8 +22,11 @@ import (
 // rejected. A paused site's records wait in its queue, neither
 // dead-lettered nor delivered, holding their partitions' commits like an
 // outage does, until delivery.park_after has passed: then they are parked
-// (park.go). Every delivery.reject_probe_interval one waiting request is
-// sent as a probe, and any 2xx from the site resumes it.
+// (park.go). Until then, every delivery.reject_probe_interval one waiting
+// request is sent as a probe, and any 2xx from the site resumes it; once
+// parked, the parking consumer's requests are the site's probes, and its
+// first delivery resumes the site here too (park.go says when the relay
+// still probes a parked site itself).
 //
 // The storm counts answered requests whose answer settles their events: a
 // 2xx, or a rejection of a single event or of a request that is not
@@ -310,17 +313,34 @@ func (q *siteQueue) pauseLocked(s pipeline.Settlement, answered, rejections int)
 		"probe_interval", q.probeEvery.String(), "error", s.Err)
 }
 
-// scheduleProbeLocked makes a probe due in probeEvery.
+// scheduleProbeLocked makes a probe due in probeEvery, replacing any probe
+// scheduled before. While the parking consumer probes a parked site
+// (probingLocked is false), the timer only looks again every probeEvery,
+// in case the parking consumer stopped or its buffer is full.
 func (q *siteQueue) scheduleProbeLocked() {
+	if q.timer != nil {
+		q.timer.Stop()
+	}
 	q.probeDue = false
-	q.timer = time.AfterFunc(q.probeEvery, func() {
-		q.mu.Lock()
-		if q.paused || q.parking {
-			q.probeDue = true
-		}
-		q.mu.Unlock()
-		q.cond.Broadcast()
-	})
+	q.probeGen++
+	gen := q.probeGen
+	q.timer = time.AfterFunc(q.probeEvery, func() { q.probeTick(gen) })
+}
+
+// probeTick is the probe timer of generation gen firing: a probe is due
+// when the relay probes the site itself. A tick of a timer replaced since
+// does nothing, so that one chain of ticks runs at a time.
+func (q *siteQueue) probeTick(gen uint64) {
+	q.mu.Lock()
+	switch {
+	case gen != q.probeGen || q.closed:
+	case q.probingLocked():
+		q.probeDue = true
+	case q.parking:
+		q.scheduleProbeLocked()
+	}
+	q.mu.Unlock()
+	q.cond.Broadcast()
 }
 
 // probeRejected handles a probe that was not accepted (rejected, or, for
@@ -359,11 +379,19 @@ func (q *siteQueue) requeue(req pipeline.Request) {
 	q.cond.Signal()
 }
 
-// probeLost ends a probe whose records are no longer this member's: the
-// next waiting request is the probe, at once.
+// probeLost ends a probe whose records are no longer this member's, or
+// that was held because the parking began: the next waiting request is
+// the probe, at once, when the relay still probes the site itself.
 func (q *siteQueue) probeLost() {
 	q.mu.Lock()
-	q.probeDue = q.paused || q.parking
+	switch {
+	case q.probingLocked():
+		q.probeDue = true
+	case q.parking && !q.closed:
+		// The parking began while the probe was out, and the parking
+		// consumer probes now: the timer only watches it.
+		q.scheduleProbeLocked()
+	}
 	q.mu.Unlock()
 	q.cond.Broadcast()
 }

@@ -202,3 +202,135 @@ func TestPausedSiteProbes(t *testing.T) {
 		q.cond.Broadcast()
 	})
 }
+
+// TestParkedSiteProbedByParkingConsumer: once a site is parked, the relay
+// sends no probe of its own while its parking consumer probes the site:
+// every request is popped to be parked, however many probe intervals
+// pass, and a probe that was out when the parking began is held (and
+// parked) at its next attempt. The relay probes a parked site itself when
+// there is no parking consumer, when it has stopped, or when its buffer is
+// full of other sites' records (it may not fetch this site's parked
+// records); not when it is full holding the site's own (it probes the
+// site). The probe timer keeps watching, so that a parking consumer
+// stopping later is noticed.
+// Mutations caught (each applied once, seen failing, reverted):
+// probingLocked() returning true for every parked site (the relay's probe
+// of before: "consumer probes" pops a probe); probeTick() not re-arming
+// while the parking consumer probes ("stopped later" never probes);
+// parking.probes() ignoring the buffer ("consumer full of other sites"
+// never probes); parking.probes() ignoring what the consumer holds
+// ("consumer full, holding the site's" probes);
+// beforeSend() letting any probe through (the probe out at the parking is
+// not held).
+func TestParkedSiteProbedByParkingConsumer(t *testing.T) {
+	tests := []struct {
+		name     string
+		consumer bool         // a parking consumer exists
+		full     bool         // its buffer is full
+		holds    bool         // it holds a request of the site
+		stopped  bool         // its Run has returned
+		want     use          // the second request's use, probeEvery after the parking
+		later    func(*Relay) // then applied to the parking consumer
+		wantNext use          // the third request's use, probeEvery after later
+	}{
+		{name: "consumer probes", consumer: true, want: parkIt, wantNext: parkIt},
+		{name: "consumer stopped later", consumer: true, want: parkIt,
+			later: func(c *Relay) { c.main.park.stopped.Store(true) }, wantNext: probeIt},
+		{name: "consumer full of other sites", consumer: true, full: true, want: probeIt, wantNext: probeIt},
+		{name: "consumer full, holding the site's", consumer: true, full: true, holds: true, want: parkIt, wantNext: parkIt},
+		{name: "consumer stopped", consumer: true, stopped: true, want: probeIt, wantNext: probeIt},
+		{name: "no consumer", want: probeIt, wantNext: probeIt},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				q := newTestQueue("")
+				var consumer *Relay
+				if tc.consumer {
+					consumer = &Relay{cfg: Config{Delivery: Delivery{MaxBufferedEvents: 10}}, main: q.r}
+					q.r.park = &parking{consumer: consumer}
+					if tc.full {
+						consumer.buffered.Store(10)
+					}
+					cq := newTestQueue("")
+					if tc.holds {
+						cq.reqs = []pipeline.Request{{Site: q.site}}
+					}
+					q.r.park.track(q.site, cq)
+					q.r.park.stopped.Store(tc.stopped)
+				}
+				req := func(id string) pipeline.Request { return pipeline.Request{Site: q.site, IDClient: id} }
+				pop := func(what string) use {
+					t.Helper()
+					got := make(chan use, 1)
+					go func() {
+						_, how, _ := q.pop()
+						got <- how
+					}()
+					synctest.Wait()
+					select {
+					case how := <-got:
+						return how
+					default:
+						t.Fatalf("%s: nothing popped", what)
+						return 0
+					}
+				}
+				// Paused by a 404, its probe out, then parked.
+				if !q.rejected(req("probe"), rejection(http.StatusNotFound)) {
+					t.Fatal("404 did not pause the site")
+				}
+				time.Sleep(q.probeEvery)
+				if how := pop("the pause's probe"); how != probeIt {
+					t.Fatalf("the paused site's first pop is %d, want its probe", how)
+				}
+				q.mu.Lock()
+				q.siteCtx, q.cancelSite = context.WithCancel(context.Background())
+				q.parkLocked()
+				q.mu.Unlock()
+				_, _, held := q.beforeSend(req("probe"), true)
+				if wantHeld := tc.want == parkIt; held != wantHeld {
+					t.Errorf("the probe out at the parking: held %v, want %v", held, wantHeld)
+				}
+				if held {
+					q.probeLost()
+					q.mu.Lock()
+					q.head++ // the probe's request, parked
+					q.mu.Unlock()
+				}
+
+				q.mu.Lock()
+				q.reqs = append(q.reqs, req("a"))
+				q.mu.Unlock()
+				if how := pop("a"); how != parkIt {
+					t.Fatalf("at the parking, a is popped for %d, want parkIt", how)
+				}
+				time.Sleep(3 * q.probeEvery)
+				q.mu.Lock()
+				q.reqs = append(q.reqs, req("b"))
+				q.mu.Unlock()
+				if how := pop("b"); how != tc.want {
+					t.Errorf("3 probe intervals into the parking, b is popped for %d, want %d", how, tc.want)
+				}
+				if tc.later != nil {
+					tc.later(consumer)
+				}
+				if tc.want == probeIt {
+					q.probeRejected(req("b"), pipeline.Settlement{Outcome: pipeline.RetryLater, Reason: "http_503", Status: 503})
+				}
+				time.Sleep(3 * q.probeEvery)
+				q.mu.Lock()
+				q.reqs, q.head = []pipeline.Request{req("c")}, 0 // b, back after its probe, was parked
+				q.mu.Unlock()
+				if how := pop("c"); how != tc.wantNext {
+					t.Errorf("then c is popped for %d, want %d", how, tc.wantNext)
+				}
+				q.mu.Lock()
+				q.closed = true
+				q.timer.Stop()
+				q.mu.Unlock()
+				q.cond.Broadcast()
+			})
+		})
+	}
+}

@@ -31,7 +31,8 @@ type sender struct {
 
 // siteQueue is one site's FIFO of requests, served by concurrency
 // goroutines; while the site is paused (pause.go), by its probe only;
-// while it is parked (park.go), by its probe and the parking of the rest.
+// while it is parked (park.go), by the parking of every request (and a
+// probe only when the parking consumer cannot probe the site).
 type siteQueue struct {
 	r          *Relay
 	site       *pipeline.Site
@@ -42,6 +43,9 @@ type siteQueue struct {
 	reqs   []pipeline.Request // reqs[head:] are waiting, oldest first
 	head   int
 	closed bool
+	// probeGen numbers the probe timers: only the latest one's tick
+	// counts (probeTick).
+	probeGen uint64
 	pause
 	parkState
 }
@@ -89,6 +93,9 @@ func (s *sender) queue(site *pipeline.Site) *siteQueue {
 			q.siteCtx, q.cancelSite = context.WithCancel(s.r.deliverCtx)
 		}
 		s.sites[site] = q
+		if s.r.main != nil {
+			s.r.main.park.track(site, q)
+		}
 		for range s.concurrency {
 			s.wg.Go(func() {
 				for {
@@ -120,8 +127,8 @@ const (
 // pop returns the oldest request, waiting for one, and what it is for;
 // false once the queue is closed and empty. While the site is paused it
 // waits for the probe to be due, and returns one request at a time as the
-// probe; while it is parked, it returns the probe when due, and every
-// other request to be parked.
+// probe; while it is parked, it returns every request to be parked (the
+// probe, when due, only while the parking consumer cannot probe: park.go).
 func (q *siteQueue) pop() (req pipeline.Request, how use, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -271,13 +278,15 @@ func (r *Relay) deliver(q *siteQueue, req pipeline.Request, probe bool, bisected
 // of stranding them — until its site is parked (park.go), which ends the
 // request. ok is false when none of req's records is this member's any
 // more, or, unless req is the probe, when its site is paused or parked:
-// req then waits in the queue, or is parked. A parked site's probe waits
-// one probe interval for an answer, and is returned as RetryLater without.
+// req then waits in the queue, or is parked. A parked site's probe (the
+// relay's own, only while the parking consumer cannot probe: park.go)
+// waits one probe interval for an answer, and is returned as RetryLater
+// without.
 func (r *Relay) answer(q *siteQueue, req *pipeline.Request, probe bool) (s pipeline.Settlement, ok bool) {
-	if q.parkAfter > 0 {
-		q.sending(1)
-		defer q.sending(-1)
-	}
+	// pending counts for park_after (park.go), and, in the parking
+	// consumer, for the relay's probes (parking.probes).
+	q.sending(1)
+	defer q.sending(-1)
 	for attempt := 0; ; attempt++ {
 		req.Hits = r.liveHits(req.Hits)
 		if len(req.Hits) == 0 {
