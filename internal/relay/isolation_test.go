@@ -604,6 +604,19 @@ func TestBisectThroughCollectClient(t *testing.T) {
 	}
 }
 
+// siteFailures are the two ways a site comes to be parked, each with its
+// fix: no answer at all, and a reject storm's pause (404).
+var siteFailures = []struct {
+	name      string
+	reason    string
+	fail, fix func(*collectSink, *pipeline.Site)
+}{
+	{"no answer", "no_answer", (*collectSink).setDown, (*collectSink).setUp},
+	{"paused by 404", "http_404",
+		func(s *collectSink, site *pipeline.Site) { s.setStatus(site, http.StatusNotFound) },
+		func(s *collectSink, site *pipeline.Site) { s.setStatus(site, 0) }},
+}
+
 // TestParkFailingSite: a site that has failed for longer than park_after
 // — answering nothing, or paused by a 404 — is parked: its records (those
 // waiting, those in flight, and new ones) are written to the parking topic
@@ -627,17 +640,7 @@ func TestBisectThroughCollectClient(t *testing.T) {
 // not telling the relay (siteAnswered: the site stays parked, the relay
 // sending it no probe: park.go).
 func TestParkFailingSite(t *testing.T) {
-	tests := []struct {
-		name      string
-		reason    string
-		fail, fix func(*collectSink, *pipeline.Site)
-	}{
-		{"no answer", "no_answer", (*collectSink).setDown, (*collectSink).setUp},
-		{"paused by 404", "http_404",
-			func(s *collectSink, site *pipeline.Site) { s.setStatus(site, http.StatusNotFound) },
-			func(s *collectSink, site *pipeline.Site) { s.setStatus(site, 0) }},
-	}
-	for _, tc := range tests {
+	for _, tc := range siteFailures {
 		t.Run(tc.name, func(t *testing.T) {
 			const n = 20
 			s := newStubTopic(t, 2)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"maps"
-	"net/http"
 	"strconv"
 	"sync"
 	"testing"
@@ -93,17 +92,7 @@ func (s *sourceSink) sent(integration, from string) int {
 // reject_probe_interval while the collect client retried): "the main relay
 // sent the parked site N requests of the second wave", at once.
 func TestParkedSiteNotProbedByRelay(t *testing.T) {
-	tests := []struct {
-		name      string
-		reason    string
-		fail, fix func(*collectSink, *pipeline.Site)
-	}{
-		{"no answer", "no_answer", (*collectSink).setDown, (*collectSink).setUp},
-		{"paused by 404", "http_404",
-			func(s *collectSink, site *pipeline.Site) { s.setStatus(site, http.StatusNotFound) },
-			func(s *collectSink, site *pipeline.Site) { s.setStatus(site, 0) }},
-	}
-	for _, tc := range tests {
+	for _, tc := range siteFailures {
 		t.Run(tc.name, func(t *testing.T) {
 			const n = 20
 			s := newStubTopic(t, 2)
