@@ -253,6 +253,21 @@ func (d *Decoder) Decode(ctx context.Context, value []byte) (*Event, error) {
 // whole copy alive. EventID is the exception, its own copy: spans and logs
 // keep it.
 func (d *Decoder) DecodeInto(ctx context.Context, value []byte, ev *Event) error {
+	return d.decodeInto(ctx, value, ev, false)
+}
+
+// DecodeIntoShared is DecodeInto for a caller that owns value and keeps it
+// unchanged for as long as it uses ev: the event's strings may point into
+// value itself, so the copy DecodeInto makes is not made. The relay holds
+// each record's own copy of its value until the record is settled, long
+// after its event is encoded; a second copy per record would be work done
+// twice. EventID is still its own copy.
+func (d *Decoder) DecodeIntoShared(ctx context.Context, value []byte, ev *Event) error {
+	return d.decodeInto(ctx, value, ev, true)
+}
+
+// decodeInto is DecodeInto, or DecodeIntoShared when shared.
+func (d *Decoder) decodeInto(ctx context.Context, value []byte, ev *Event, shared bool) error {
 	if len(value) > d.maxBytes {
 		// Only the length is looked at: the Avro reader never sees the
 		// value, and its error (a DLQ header) does not quote it.
@@ -262,7 +277,7 @@ func (d *Decoder) DecodeInto(ctx context.Context, value []byte, ev *Event) error
 	if err != nil {
 		return err
 	}
-	if wc.stringsAsBytes {
+	if wc.stringsAsBytes && !shared {
 		// The one copy the event's strings point into (see writerCodec).
 		body = append([]byte(nil), body...)
 	}

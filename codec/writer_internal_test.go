@@ -280,3 +280,39 @@ func BenchmarkRespelledNativeFromBinary(b *testing.B) {
 		}
 	}
 }
+
+// TestDecodeIntoSharedAliasesValue: DecodeIntoShared decodes what
+// DecodeInto decodes, without DecodeInto's copy of the value — its strings
+// point into the caller's value (overwriting the value changes them) —
+// while EventID keeps its own copy.
+// Mutations caught: decodeInto ignoring shared (the strings survive the
+// overwrite: "does not share"); the EventID clone skipped when shared
+// (EventID changes with the value).
+func TestDecodeIntoSharedAliasesValue(t *testing.T) {
+	ev := full()
+	c := mustCodec(t, schemas.SubscriptionEventFile)
+	body, err := c.BinaryFromNative(nil, Native(&ev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(FramingRaw, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Event
+	if err := d.DecodeIntoShared(context.Background(), body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, ev) {
+		t.Fatalf("got %+v\nwant %+v", got, ev)
+	}
+	for i := range body {
+		body[i] = 'x'
+	}
+	if got.EventName == ev.EventName {
+		t.Fatal("DecodeIntoShared does not share the value: EventName survived its overwrite")
+	}
+	if got.EventID != ev.EventID {
+		t.Fatalf("EventID = %q after the value was overwritten, want its own copy %q", got.EventID, ev.EventID)
+	}
+}

@@ -354,7 +354,8 @@ func (r *Route) Map(ev *codec.Event, h *Hit) (Report, error) {
 		return rep, ErrNoIDClient
 	}
 	// The hit outlives the event while it waits in a batch, and an event's
-	// strings share one buffer per record (codec.Decoder.DecodeInto): the
+	// strings share one buffer per record (codec.Decoder.DecodeInto, or the
+	// relay's copy of the record with DecodeIntoShared): the
 	// hit keeps its own copy of the id, not the whole record.
 	h.Site, h.Name, h.IDClient = &r.site, name, strings.Clone(id)
 	if h.Props == nil {

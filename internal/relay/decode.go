@@ -20,11 +20,11 @@ type retryTransient struct {
 	log     *failurelog.Log
 }
 
-// DecodeInto returns nil, the permanent error, or ctx's cause wrapped in
+// DecodeIntoShared returns nil, the permanent error, or ctx's cause wrapped in
 // an error that Is context.Canceled's kind (errRetryEnded).
-func (d *retryTransient) DecodeInto(ctx context.Context, value []byte, ev *codec.Event) error {
+func (d *retryTransient) DecodeIntoShared(ctx context.Context, value []byte, ev *codec.Event) error {
 	for attempt := 0; ; attempt++ {
-		err := d.next.DecodeInto(ctx, value, ev)
+		err := d.next.DecodeIntoShared(ctx, value, ev)
 		var te *codec.TransientError
 		if !errors.As(err, &te) {
 			if err == nil && attempt > 0 {

@@ -25,7 +25,10 @@ import (
 // returns a *codec.TransientError for failures that waiting fixes (the
 // registry is down); every other error sends the record to the DLQ.
 type Decoder interface {
-	DecodeInto(ctx context.Context, value []byte, ev *codec.Event) error
+	// DecodeIntoShared decodes value into ev; ev's strings may point into
+	// value, which the relay keeps (the item's own copy) until the record
+	// is settled. *codec.Decoder is one.
+	DecodeIntoShared(ctx context.Context, value []byte, ev *codec.Event) error
 }
 
 // Sink sends one request and returns its settlement. *atinternet.Client is

@@ -33,7 +33,7 @@ import (
 // stubDecoder takes a record's value as its event id.
 type stubDecoder struct{}
 
-func (stubDecoder) DecodeInto(_ context.Context, v []byte, ev *codec.Event) error {
+func (stubDecoder) DecodeIntoShared(_ context.Context, v []byte, ev *codec.Event) error {
 	ev.EventID = string(v)
 	return nil
 }
@@ -295,11 +295,11 @@ type flakyDecoder struct {
 	attempts atomic.Int32
 }
 
-func (d *flakyDecoder) DecodeInto(ctx context.Context, v []byte, ev *codec.Event) error {
+func (d *flakyDecoder) DecodeIntoShared(ctx context.Context, v []byte, ev *codec.Event) error {
 	if string(v) == d.value && int(d.attempts.Add(1)) <= d.failures {
 		return &codec.TransientError{Err: errors.New("schema registry: 503")}
 	}
-	return stubDecoder{}.DecodeInto(ctx, v, ev)
+	return stubDecoder{}.DecodeIntoShared(ctx, v, ev)
 }
 
 // TestTransientDecodeIsRetried: a record whose decode fails twice with a
@@ -365,11 +365,11 @@ func TestStageErrorGoesToDLQ(t *testing.T) {
 // poisonDecoder fails every value starting with "poison" permanently.
 type poisonDecoder struct{}
 
-func (poisonDecoder) DecodeInto(ctx context.Context, v []byte, ev *codec.Event) error {
+func (poisonDecoder) DecodeIntoShared(ctx context.Context, v []byte, ev *codec.Event) error {
 	if strings.HasPrefix(string(v), "poison") {
 		return errors.New("corrupt value")
 	}
-	return stubDecoder{}.DecodeInto(ctx, v, ev)
+	return stubDecoder{}.DecodeIntoShared(ctx, v, ev)
 }
 
 // TestDLQWriteFailureStallsPartition: while the dead-letter topic refuses

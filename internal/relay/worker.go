@@ -152,7 +152,9 @@ func (r *Relay) process(it *item, sc *scratch) {
 	ctx := it.tr.Context()
 	ctx = r.spans.start(ctx, it)
 	r.metrics.Consumed(ctx, it.rec.Topic, it.rec.Partition)
-	if err := r.decoder.DecodeInto(ctx, it.rec.Value, &sc.ev); err != nil {
+	// it.rec.Value is the item's own copy, kept until settlement: the
+	// event's strings may point into it.
+	if err := r.decoder.DecodeIntoShared(ctx, it.rec.Value, &sc.ev); err != nil {
 		if _, ended := errors.AsType[*retryEnded](err); ended {
 			r.abandon(it, endReason(it.tr))
 			return
