@@ -91,6 +91,11 @@ func setMemoryLimit(log *slog.Logger, cgroup memlimit.Provider, buffer int64) (r
 		source = "max_buffered_events"
 		return uint64(buffer), nil
 	}
+	if v, set := os.LookupEnv("GOMEMLIMIT"); set && v == "" {
+		// The runtime reads an empty GOMEMLIMIT as unset, automemlimit as
+		// an explicit limit: left, it would leave the service with none.
+		os.Unsetenv("GOMEMLIMIT")
+	}
 	limit, err := memlimit.Set(memlimit.WithRatio(1), memlimit.WithProvider(provider))
 	if err != nil {
 		log.Warn("memory: no memory limit set", "error", err)
