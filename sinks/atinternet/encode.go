@@ -50,11 +50,20 @@ func Encode(h *pipeline.Hit) {
 const hexDigits = "0123456789abcdef"
 
 // appendString appends s as a JSON string: quotes, backslashes and control
-// characters escaped, invalid UTF-8 replaced by U+FFFD.
+// characters escaped, invalid UTF-8 replaced by U+FFFD. Runs of eight plain
+// ASCII bytes are checked a word at a time: most of a hit's text is
+// identifiers, dates and names with nothing to escape, and this loop was
+// 7% of the service's CPU on a replay when it went byte by byte.
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		for i+8 <= len(s) && plainWord(s[i:i+8]) {
+			i += 8
+		}
+		if i == len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
@@ -90,4 +99,21 @@ func appendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// plainWord reports whether none of the 8 bytes of w needs escaping or a
+// UTF-8 check: no control character, quote, backslash or byte >= 0x80. It
+// uses the classic "has a byte less than n" and "has a zero byte" word
+// tests: each is non-zero exactly when some byte matches (a borrow can only
+// flag a byte above one that truly matches).
+func plainWord(w string) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+		uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+	ctl := (x - lo*0x20) &^ x
+	q := x ^ (lo * '"')
+	q = (q - lo) &^ q
+	bs := x ^ (lo * '\\')
+	bs = (bs - lo) &^ bs
+	return (ctl|q|bs|x)&hi == 0
 }
