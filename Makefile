@@ -70,17 +70,21 @@ bench-backlog:
 ## bench-e2e: atrelay's own figures. `make build`'s binary, a real Apache
 ## Kafka and a collector each in their own process: per-visitor and replay
 ## on BENCH_N preloaded events, the BENCH_BACKLOG backlog, then 5,000
-## events/s for 60 s (delivery latency p50/p99). Prints a table and appends
-## it, with the commit, date and load average, to BENCH_RESULTS.
-## BENCH_FLAGS: more flags (-workloads, -rate, -steady-for, -linger; see
-## deploy/kafka/benche2e). Bounded: 90 min in all, 10 min a run.
+## events/s for 60 s (delivery latency p50/p99), each BENCH_REPEAT times
+## with a median row (one run's figures vary by 10-20% on a shared VM).
+## Prints a table and appends it, with the commit, date and load average,
+## to BENCH_RESULTS. BENCH_FLAGS: more flags (-workloads, -rate,
+## -steady-for, -linger, -baseline OTHER_BINARY to run a before and an
+## after alternately; see deploy/kafka/benche2e). Bounded: 90 min in all,
+## 10 min a run.
 .PHONY: bench-e2e
 BENCH_N       ?= 300000
 BENCH_BACKLOG ?= 1000000
+BENCH_REPEAT  ?= 3
 BENCH_RESULTS ?= deploy/kafka/benche2e/RESULTS.md
 bench-e2e: build
 	bash deploy/kafka/with-broker.sh $(GO) run ./deploy/kafka/benche2e -atrelay $(BIN) \
-	  -n $(BENCH_N) -backlog $(BENCH_BACKLOG) -results $(BENCH_RESULTS) $(BENCH_FLAGS)
+	  -n $(BENCH_N) -backlog $(BENCH_BACKLOG) -repeat $(BENCH_REPEAT) -results $(BENCH_RESULTS) $(BENCH_FLAGS)
 
 ## chaos: the fault suite (internal/chaos, README "Fault suite"): every
 ## scenario 3 times against `go build`'s atrelay binary run as processes, on

@@ -16,6 +16,10 @@
 // group committed every partition's end offset. The table is printed and
 // appended, with the commit, the date and the load average, to -results.
 //
+// With -repeat N each workload runs N times and the table adds its median;
+// with -baseline BIN a second binary runs alternately with -atrelay, each
+// on its own topic, for a change's before and after on the same machine.
+//
 // Usage: benche2e [flags]; benche2e collector [-listen ADDR] [-latency] is
 // the collector process the driver starts.
 package main
@@ -55,6 +59,12 @@ type options struct {
 	timeout    time.Duration
 	results    string
 	workloads  []string
+	// repeat runs each workload this many times; the table adds a median row.
+	repeat int
+	// baseline, when set, is a second binary run alternately with atrelay
+	// on each workload: a lever's before and after on the same broker,
+	// interleaved so that the machine's drift falls on both.
+	baseline string
 }
 
 func main() {
@@ -101,6 +111,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 90*time.Minute, "longest the whole benchmark may take")
 	fs.StringVar(&o.results, "results", "deploy/kafka/benche2e/RESULTS.md", "file the table is appended to (empty: none)")
 	wl := fs.String("workloads", "per-visitor,replay,backlog,steady", "workloads to run, comma-separated")
+	fs.IntVar(&o.repeat, "repeat", 1, "runs of each workload; above 1 the table adds each one's median")
+	fs.StringVar(&o.baseline, "baseline", "", "a second atrelay binary run alternately with -atrelay (before and after a change)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -128,9 +140,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-rate and -steady-for: want > 0")
 	case o.linger < 0 || o.runTimeout <= 0 || o.timeout <= 0:
 		return o, errors.New("-linger, -run-timeout, -timeout: want >= 0, > 0, > 0")
+	case o.repeat < 1:
+		return o, fmt.Errorf("-repeat: %d: want >= 1", o.repeat)
 	}
 	if _, err := os.Stat(o.atrelay); err != nil {
 		return o, fmt.Errorf("-atrelay: %w (make build)", err)
+	}
+	if o.baseline != "" {
+		if _, err := os.Stat(o.baseline); err != nil {
+			return o, fmt.Errorf("-baseline: %w", err)
+		}
 	}
 	return o, nil
 }
@@ -174,27 +193,45 @@ func drive(ctx context.Context, opts options, stdout, stderr io.Writer) error {
 			w.perVisitor, w.steady = 1, true
 			w.events = int(float64(opts.rate) * opts.steadyFor.Seconds())
 		}
-		fmt.Fprintf(stderr, "benche2e: %s: %d events (load average %s)\n", name, w.events, loadAvg())
-		var r result
-		if w.steady {
-			r, err = d.runSteady(ctx, w)
-		} else {
-			r, err = d.runThroughput(ctx, w)
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "benche2e: %s: %v\n", name, err)
-			failed = append(failed, name)
-			rows = append(rows, fmt.Sprintf("| %s | %d | failed: %s | | | | | |", name, w.events, oneLine(err)))
-			if ctx.Err() != nil {
-				break
+		runs := map[string][]result{}
+		for i, b := range schedule(opts) {
+			w.bin, w.label = b.bin, b.label
+			fmt.Fprintf(stderr, "benche2e: %s: %d events (load average %s)\n", w.display(), w.events, loadAvg())
+			var r result
+			if w.steady {
+				r, err = d.runSteady(ctx, w)
+			} else {
+				r, err = d.runThroughput(ctx, w)
 			}
-			continue
+			if err != nil {
+				fmt.Fprintf(stderr, "benche2e: %s (run %d): %v\n", w.display(), i+1, err)
+				failed = append(failed, w.display())
+				rows = append(rows, fmt.Sprintf("| %s | %d | failed: %s | | | | | |", w.display(), w.events, oneLine(err)))
+				if ctx.Err() != nil {
+					break
+				}
+				continue
+			}
+			row := r.row(opts.linger)
+			fmt.Fprintln(stderr, "benche2e:", row)
+			rows = append(rows, row)
+			runs[w.label] = append(runs[w.label], r)
 		}
-		row := r.row(opts.linger)
-		fmt.Fprintln(stderr, "benche2e:", row)
-		rows = append(rows, row)
+		if opts.repeat > 1 {
+			for _, b := range binaries(opts) {
+				if rs := runs[b.label]; len(rs) > 0 {
+					rows = append(rows, medianRow(rs, opts.linger))
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
 	}
 	commit := fmt.Sprintf("tree %s, binary %s", describe(), binaryCommit(opts.atrelay))
+	if opts.baseline != "" {
+		commit += fmt.Sprintf(", baseline %s", binaryCommit(opts.baseline))
+	}
 	report := renderReport(began, commit, load0, loadAvg(), opts, rows)
 	fmt.Fprint(stdout, report)
 	if opts.results != "" {
@@ -247,7 +284,7 @@ func (r result) row(linger time.Duration) string {
 			linger+50*time.Millisecond, ok, ms(r.kafkaP50), ms(r.kafkaP99))
 	}
 	perSec := float64(r.events) / r.wall.Seconds()
-	return fmt.Sprintf("| %s | %d | %.1fk | %.1f | %.0f | %s | %s | %d |", r.workload, r.events, perSec/1000,
+	return fmt.Sprintf("| %s | %d | %.1fk | %.1f | %.0f | %s | %s | %d |", r.display(), r.events, perSec/1000,
 		float64(r.cpu.Microseconds())/float64(r.events), float64(r.peakRSS)/(1<<20), r.committed, lat, r.delivered)
 }
 
@@ -266,8 +303,15 @@ func renderReport(began time.Time, commit, load0, load1 string, o options, rows 
 			what = append(what, fmt.Sprintf("steady %d events/s for %s", o.rate, o.steadyFor))
 		}
 	}
-	fmt.Fprintf(&b, "Load average (1/5/15 min) %s at start, %s at end; %d CPUs. %s; delivery.linger %s, other delivery keys default; GOGC=%q GOMEMLIMIT=%q.\n\n",
-		load0, load1, runtime.NumCPU(), strings.Join(what, ", "), o.linger, os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"))
+	runs := ""
+	if o.repeat > 1 {
+		runs = fmt.Sprintf(" Each workload %d times, then its median row.", o.repeat)
+	}
+	if o.baseline != "" {
+		runs += " The baseline binary ran alternately with atrelay's, on the same broker (rows \"(baseline)\")."
+	}
+	fmt.Fprintf(&b, "Load average (1/5/15 min) %s at start, %s at end; %d CPUs. %s; delivery.linger %s, other delivery keys default; GOGC=%q GOMEMLIMIT=%q.%s\n\n",
+		load0, load1, runtime.NumCPU(), strings.Join(what, ", "), o.linger, os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"), runs)
 	b.WriteString(tableHeader)
 	for _, r := range rows {
 		b.WriteString(r + "\n")

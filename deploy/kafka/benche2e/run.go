@@ -41,11 +41,15 @@ type workload struct {
 	// few requests (replay, backlog).
 	perVisitor int
 	steady     bool // produce at opts.rate while atrelay runs; measure latency
+	// bin is the atrelay binary this run measures: -atrelay, or -baseline's
+	// when label is "baseline".
+	bin, label string
 }
 
 // result is one row of the table.
 type result struct {
 	workload  string
+	label     string // "" for -atrelay, "baseline" for -baseline
 	events    int64
 	wall      time.Duration // atrelay start to last event (steady: the producing)
 	cpu       time.Duration // atrelay's utime+stime over the measured span
@@ -266,20 +270,20 @@ telemetry: {metrics_listen: "off", health_listen: "off"}
 
 // startRelay runs the atrelay binary on cfg, its log to a file. A ctx that
 // ends stops it with SIGTERM, then SIGKILL after its shutdown budget.
-func (d *driver) startRelay(ctx context.Context, name, cfg string) (*relayProc, error) {
+func (d *driver) startRelay(ctx context.Context, bin, name, cfg string) (*relayProc, error) {
 	logf := filepath.Join(d.dir, name+".log")
 	f, err := os.Create(logf)
 	if err != nil {
 		return nil, fmt.Errorf("atrelay log: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, d.opts.atrelay, "run", "--config", cfg, "--log-format", "json")
+	cmd := exec.CommandContext(ctx, bin, "run", "--config", cfg, "--log-format", "json")
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 45 * time.Second
 	if err := cmd.Start(); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("start %s: %w", d.opts.atrelay, err)
+		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	p := &relayProc{cmd: cmd, pid: cmd.Process.Pid, exited: make(chan struct{}), logf: logf}
 	go func() {
@@ -407,7 +411,7 @@ func poll(ctx context.Context, timeout time.Duration, what string, done func() (
 // backlog of w.events and is measured from its start until the collector
 // has them all.
 func (d *driver) runThroughput(ctx context.Context, w workload) (result, error) {
-	r := result{workload: w.name, events: int64(w.events)}
+	r := result{workload: w.name, label: w.label, events: int64(w.events)}
 	topic := fmt.Sprintf("benche2e-%s-%d", w.name, time.Now().UnixNano())
 	if err := d.createTopics(ctx, topic); err != nil {
 		return r, err
@@ -428,7 +432,7 @@ func (d *driver) runThroughput(ctx context.Context, w workload) (result, error) 
 		return r, err
 	}
 	start := time.Now()
-	p, err := d.startRelay(ctx, w.name, cfg)
+	p, err := d.startRelay(ctx, w.bin, w.name, cfg)
 	if err != nil {
 		return r, err
 	}
@@ -459,7 +463,7 @@ func (d *driver) runThroughput(ctx context.Context, w workload) (result, error) 
 // opts.rate for opts.steadyFor, each with its record timestamp and its
 // event_created_at (event_date in the hit) set to the same millisecond.
 func (d *driver) runSteady(ctx context.Context, w workload) (result, error) {
-	r := result{workload: w.name}
+	r := result{workload: w.name, label: w.label}
 	topic := fmt.Sprintf("benche2e-%s-%d", w.name, time.Now().UnixNano())
 	if err := d.createTopics(ctx, topic); err != nil {
 		return r, err
@@ -484,7 +488,7 @@ func (d *driver) runSteady(ctx context.Context, w workload) (result, error) {
 	if err != nil {
 		return r, err
 	}
-	p, err := d.startRelay(ctx, w.name, cfg)
+	p, err := d.startRelay(ctx, w.bin, w.name, cfg)
 	if err != nil {
 		return r, err
 	}
