@@ -281,6 +281,14 @@ func (d *Decoder) decodeInto(ctx context.Context, value []byte, ev *Event, share
 		// The one copy the event's strings point into (see writerCodec).
 		body = append([]byte(nil), body...)
 	}
+	if wc.flat != nil {
+		if err := wc.flat.decode(body, ev); err != nil {
+			return err
+		}
+		// As below: the id must not keep the whole copy alive.
+		ev.EventID = strings.Clone(ev.EventID)
+		return nil
+	}
 	native, rest, err := wc.codec.NativeFromBinary(body)
 	if err != nil {
 		return permanent("corrupt", ErrCorrupt, "%v", err)

@@ -174,106 +174,139 @@ const (
 func fromNative(m map[string]any, ev *Event) error {
 	*ev = Event{APIVersion: 3, OfferType: "NONE"} // the reader schema's defaults
 	var has uint16
-	var err error
 	// Looking the reader's fields up is cheaper than ranging over goavro's
 	// map, and it ignores the writer's extra fields for free.
-	for _, k := range fieldNames {
+	for i, k := range fieldNames {
 		v, ok := m[k]
 		if !ok {
 			continue
 		}
-		switch k {
-		case "event_id":
-			ev.EventID, err = str("event_id", v)
-			has |= hasEventID
-		case "event_name":
-			ev.EventName, err = str("event_name", v)
-			has |= hasEventName
-		case "event_created_at_ms":
-			var t Null[time.Time]
-			t, err = timestamp("event_created_at_ms", v)
-			ev.EventCreatedAt = t.Value
-			if t.Valid {
-				has |= hasEventCreatedAt
-			}
-		case "api_version":
-			var n int64
-			n, err = integer("api_version", v)
-			ev.APIVersion = int32(n)
-		case "app_id":
-			ev.AppID, err = str("app_id", v)
-			has |= hasAppID
-		case "environment":
-			ev.Environment, err = str("environment", v)
-			has |= hasEnvironment
-		case "user_id":
-			ev.UserID, err = str("user_id", v)
-		case "anonymous_user_id":
-			ev.AnonymousUserID, err = str("anonymous_user_id", v)
-		case "user_attributes":
-			ev.UserAttributes, err = attributes("user_attributes", v)
-		case "store":
-			ev.Store, err = str("store", v)
-			has |= hasStore
-		case "store_country":
-			ev.StoreCountry, err = str("store_country", v)
-		case "product":
-			ev.Product, err = str("product", v)
-			has |= hasProduct
-		case "plan":
-			ev.Plan, err = str("plan", v)
-			has |= hasPlan
-		case "previous_plan":
-			ev.PreviousPlan, err = str("previous_plan", v)
-		case "offer_identifier":
-			ev.OfferIdentifier, err = str("offer_identifier", v)
-		case "offer_type":
-			ev.OfferType, err = str("offer_type", v)
-		case "plan_price_in_customer_currency":
-			ev.PlanPriceInCustomerCurrency, err = double("plan_price_in_customer_currency", v)
-		case "customer_currency":
-			ev.CustomerCurrency, err = str("customer_currency", v)
-		case "amount_in_customer_currency":
-			ev.AmountInCustomerCurrency, err = double("amount_in_customer_currency", v)
-		case "purchased_at_ms":
-			ev.PurchasedAt, err = timestamp("purchased_at_ms", v)
-		case "next_renewal_at_ms":
-			ev.NextRenewalAt, err = timestamp("next_renewal_at_ms", v)
-		case "subscription_status":
-			ev.SubscriptionStatus, err = str("subscription_status", v)
-		case "is_family_shared":
-			ev.IsFamilyShared, err = boolean("is_family_shared", v)
-		case "store_transaction_id":
-			ev.StoreTransactionID, err = str("store_transaction_id", v)
-		case "store_original_transaction_id":
-			ev.StoreOriginalTransactionID, err = str("store_original_transaction_id", v)
-		case "purchasely_subscription_id":
-			ev.PurchaselySubscriptionID, err = str("purchasely_subscription_id", v)
-		case "placement":
-			ev.Placement, err = str("placement", v)
-		case "presentation":
-			ev.Presentation, err = str("presentation", v)
-		case "ab_test":
-			ev.ABTest, err = str("ab_test", v)
-		case "ab_test_variant":
-			ev.ABTestVariant, err = str("ab_test_variant", v)
-		case "audience":
-			ev.Audience, err = str("audience", v)
-		case "content_id":
-			ev.ContentID, err = str("content_id", v)
-		case "device_type":
-			ev.DeviceType, err = str("device_type", v)
-		case "store_product_id":
-			ev.StoreProductID, err = str("store_product_id", v)
-		case "original_purchased_at_ms":
-			ev.OriginalPurchasedAt, err = timestamp("original_purchased_at_ms", v)
-		case "cumulated_revenues_in_usd":
-			ev.CumulatedRevenuesInUSD, err = double("cumulated_revenues_in_usd", v)
-		}
+		h, err := setField(ev, i, v)
 		if err != nil {
 			return err
 		}
+		has |= h
 	}
+	return checkRequired(has)
+}
+
+// fromFields fills ev from the values of the reader's fields by index, as
+// the flat record decoder (flat.go) reads them: vals[i] is field i's value
+// when present[i], goavro's native value or a union's branch unwrapped.
+// The same checks as fromNative, in the same order.
+func fromFields(vals *[len(fieldNames)]any, present *[len(fieldNames)]bool, ev *Event) error {
+	*ev = Event{APIVersion: 3, OfferType: "NONE"} // the reader schema's defaults
+	var has uint16
+	for i := range fieldNames {
+		if !present[i] {
+			continue
+		}
+		h, err := setField(ev, i, vals[i])
+		if err != nil {
+			return err
+		}
+		has |= h
+	}
+	return checkRequired(has)
+}
+
+// setField decodes v, the value of reader field i, into ev, and returns
+// the field's bit when it is a required one.
+func setField(ev *Event, i int, v any) (has uint16, err error) {
+	switch i {
+	case 0: // event_id
+		ev.EventID, err = str("event_id", v)
+		has |= hasEventID
+	case 1: // event_name
+		ev.EventName, err = str("event_name", v)
+		has |= hasEventName
+	case 2: // event_created_at_ms
+		var t Null[time.Time]
+		t, err = timestamp("event_created_at_ms", v)
+		ev.EventCreatedAt = t.Value
+		if t.Valid {
+			has |= hasEventCreatedAt
+		}
+	case 3: // api_version
+		var n int64
+		n, err = integer("api_version", v)
+		ev.APIVersion = int32(n)
+	case 4: // app_id
+		ev.AppID, err = str("app_id", v)
+		has |= hasAppID
+	case 5: // environment
+		ev.Environment, err = str("environment", v)
+		has |= hasEnvironment
+	case 6: // user_id
+		ev.UserID, err = str("user_id", v)
+	case 7: // anonymous_user_id
+		ev.AnonymousUserID, err = str("anonymous_user_id", v)
+	case 8: // user_attributes
+		ev.UserAttributes, err = attributes("user_attributes", v)
+	case 9: // store
+		ev.Store, err = str("store", v)
+		has |= hasStore
+	case 10: // store_country
+		ev.StoreCountry, err = str("store_country", v)
+	case 11: // product
+		ev.Product, err = str("product", v)
+		has |= hasProduct
+	case 12: // plan
+		ev.Plan, err = str("plan", v)
+		has |= hasPlan
+	case 13: // previous_plan
+		ev.PreviousPlan, err = str("previous_plan", v)
+	case 14: // offer_identifier
+		ev.OfferIdentifier, err = str("offer_identifier", v)
+	case 15: // offer_type
+		ev.OfferType, err = str("offer_type", v)
+	case 16: // plan_price_in_customer_currency
+		ev.PlanPriceInCustomerCurrency, err = double("plan_price_in_customer_currency", v)
+	case 17: // customer_currency
+		ev.CustomerCurrency, err = str("customer_currency", v)
+	case 18: // amount_in_customer_currency
+		ev.AmountInCustomerCurrency, err = double("amount_in_customer_currency", v)
+	case 19: // purchased_at_ms
+		ev.PurchasedAt, err = timestamp("purchased_at_ms", v)
+	case 20: // next_renewal_at_ms
+		ev.NextRenewalAt, err = timestamp("next_renewal_at_ms", v)
+	case 21: // subscription_status
+		ev.SubscriptionStatus, err = str("subscription_status", v)
+	case 22: // is_family_shared
+		ev.IsFamilyShared, err = boolean("is_family_shared", v)
+	case 23: // store_transaction_id
+		ev.StoreTransactionID, err = str("store_transaction_id", v)
+	case 24: // store_original_transaction_id
+		ev.StoreOriginalTransactionID, err = str("store_original_transaction_id", v)
+	case 25: // purchasely_subscription_id
+		ev.PurchaselySubscriptionID, err = str("purchasely_subscription_id", v)
+	case 26: // placement
+		ev.Placement, err = str("placement", v)
+	case 27: // presentation
+		ev.Presentation, err = str("presentation", v)
+	case 28: // ab_test
+		ev.ABTest, err = str("ab_test", v)
+	case 29: // ab_test_variant
+		ev.ABTestVariant, err = str("ab_test_variant", v)
+	case 30: // audience
+		ev.Audience, err = str("audience", v)
+	case 31: // content_id
+		ev.ContentID, err = str("content_id", v)
+	case 32: // device_type
+		ev.DeviceType, err = str("device_type", v)
+	case 33: // store_product_id
+		ev.StoreProductID, err = str("store_product_id", v)
+	case 34: // original_purchased_at_ms
+		ev.OriginalPurchasedAt, err = timestamp("original_purchased_at_ms", v)
+	case 35: // cumulated_revenues_in_usd
+		ev.CumulatedRevenuesInUSD, err = double("cumulated_revenues_in_usd", v)
+	}
+	return has, err
+}
+
+// checkRequired returns the missing_field error of the first required
+// field, in schema order, that has does not have.
+func checkRequired(has uint16) error {
 	if has != hasAllRequired {
 		for i, name := range required {
 			if has&(1<<i) == 0 {

@@ -24,6 +24,9 @@ type writerCodec struct {
 	codec *goavro.Codec
 	// stringsAsBytes is true when codec reads every string as bytes.
 	stringsAsBytes bool
+	// flat, when the strings-as-bytes schema is a flat record, decodes it
+	// field by field instead of codec (flat.go).
+	flat *flatRecord
 	// rabin is the fingerprint of the writer schema as written: the
 	// single-object key, which the rewritten schema does not share.
 	rabin uint64
@@ -43,6 +46,7 @@ func newWriterCodec(schema string) (*writerCodec, error) {
 		// codec rather than refusing a valid schema.
 		if c, err := goavro.NewCodec(fast); err == nil {
 			wc.codec, wc.stringsAsBytes = c, true
+			wc.flat = newFlatRecord(fast)
 		}
 	}
 	return wc, nil

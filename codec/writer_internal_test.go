@@ -138,6 +138,8 @@ func TestStringsAsBytesDecodesAlike(t *testing.T) {
 		}
 		return b.String()
 	}
+	// A union with null second cannot have null as its default.
+	nullSecond := strings.Replace(retype("placement", `["string", "null"]`), `["string", "null"], "default": null`, `["string", "null"]`, 1)
 	tests := []struct {
 		name    string
 		schema  string
@@ -162,9 +164,26 @@ func TestStringsAsBytesDecodesAlike(t *testing.T) {
 			map[string]any{"user_attributes": map[string]any{"k": []byte("v")}}, "field has the wrong type: user_attributes.k: []uint8"},
 		{"extra bytes field ignored", strings.Replace(string(cur), `"fields": [`, `"fields": [{"name": "sig", "type": "bytes"},`, 1), full(),
 			map[string]any{"sig": []byte{0xff, 0}}, ""},
+		// The flat record decoder's own paths (flat.go): a union with its
+		// null second, set and null; writer fields the reader does not
+		// have, of every flat shape; a required field the writer lacks.
+		{"null-second union", nullSecond, full(), map[string]any{"placement": map[string]any{"string": "home"}}, ""},
+		{"null-second union, null", nullSecond, full(), map[string]any{"placement": nil}, ""},
+		{"extra flat fields ignored", strings.Replace(string(cur), `"fields": [`, `"fields": [{"name": "tags", "type": {"type": "array", "items": "string"}}, `+
+			`{"name": "counts", "type": ["null", {"type": "map", "values": "long"}]}, {"name": "at", "type": {"type": "long", "logicalType": "timestamp-micros"}},`, 1), full(),
+			map[string]any{"tags": []any{"a", "b"}, "counts": map[string]any{"map": map[string]any{"x": int64(3)}}, "at": time.UnixMicro(1700000000000001)}, ""},
+		{"writer without store", strings.Replace(string(cur), `{"name": "store", "type": "string", "doc": "APPLE_APP_STORE, GOOGLE_PLAY_STORE, AMAZON_APPSTORE, HUAWEI_APPGALLERY, STRIPE"},`, "", 1),
+			full(), nil, "missing required field: store"},
 	}
+	// Every writer schema without bytes of its own is a flat record, which
+	// decodes through flat.go: decodeBoth compares it with goavro's record
+	// codec on the plain schema.
+	notFlat := map[string]bool{"bytes event_id": true, "bytes attributes": true, "extra bytes field ignored": true}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if wc, err := newWriterCodec(tt.schema); err != nil || (wc.flat == nil) != notFlat[tt.name] {
+				t.Fatalf("flat decoder: %v (err %v), want one: %v", wc != nil && wc.flat != nil, err, !notFlat[tt.name])
+			}
 			c, err := goavro.NewCodec(tt.schema)
 			if err != nil {
 				t.Fatal(err)
@@ -188,6 +207,12 @@ func TestStringsAsBytesDecodesAlike(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := tt.ev
+			switch tt.name {
+			case "null-second union":
+				want.Placement = "home"
+			case "null-second union, null":
+				want.Placement = ""
+			}
 			if tt.schema == string(v1) {
 				want.ContentID, want.DeviceType, want.StoreProductID = "", "", ""
 				want.OriginalPurchasedAt, want.CumulatedRevenuesInUSD = Null[time.Time]{}, Null[float64]{}
@@ -239,7 +264,8 @@ func TestEventDoesNotAliasValue(t *testing.T) {
 }
 
 // FuzzStringsAsBytes: on any input, the respelled codec decodes as the
-// plain one does (decodeBoth).
+// plain one does (decodeBoth); the event schema's respelled codec is a
+// flat record, so this also holds flat.go to goavro's record codec.
 func FuzzStringsAsBytes(f *testing.F) {
 	c, err := goavro.NewCodec(schemas.SubscriptionEvent())
 	if err != nil {
@@ -253,6 +279,10 @@ func FuzzStringsAsBytes(f *testing.F) {
 	f.Add(body)
 	f.Add(body[:len(body)/2])
 	f.Add([]byte{})
+	// For the flat decoder: a byte after the record, and event_id's
+	// string cut to a union branch index of 2 (user_id's place).
+	f.Add(append(body[:len(body):len(body)], 0))
+	f.Add([]byte{2, 'e', 2, 'n', 2, 6, 'a', 2, 'p', 4})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		decodeBoth(t, schemas.SubscriptionEvent(), body)
 	})

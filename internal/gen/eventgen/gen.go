@@ -391,24 +391,57 @@ const (
 func fromNative(m map[string]any, ev *Event) error {
 	*ev = Event{ {{- .Defaults -}} } // the reader schema's defaults
 	var has {{.BitType}}
-	var err error
 	// Looking the reader's fields up is cheaper than ranging over goavro's
 	// map, and it ignores the writer's extra fields for free.
-	for _, k := range fieldNames {
+	for i, k := range fieldNames {
 		v, ok := m[k]
 		if !ok {
 			continue
 		}
-		switch k {
-{{- range .Fields}}
-		case {{quote .Name}}:
-			{{.Decode}}
-{{- end}}
-		}
+		h, err := setField(ev, i, v)
 		if err != nil {
 			return err
 		}
+		has |= h
 	}
+	return checkRequired(has)
+}
+
+// fromFields fills ev from the values of the reader's fields by index, as
+// the flat record decoder (flat.go) reads them: vals[i] is field i's value
+// when present[i], goavro's native value or a union's branch unwrapped.
+// The same checks as fromNative, in the same order.
+func fromFields(vals *[len(fieldNames)]any, present *[len(fieldNames)]bool, ev *Event) error {
+	*ev = Event{ {{- .Defaults -}} } // the reader schema's defaults
+	var has {{.BitType}}
+	for i := range fieldNames {
+		if !present[i] {
+			continue
+		}
+		h, err := setField(ev, i, vals[i])
+		if err != nil {
+			return err
+		}
+		has |= h
+	}
+	return checkRequired(has)
+}
+
+// setField decodes v, the value of reader field i, into ev, and returns
+// the field's bit when it is a required one.
+func setField(ev *Event, i int, v any) (has {{.BitType}}, err error) {
+	switch i {
+{{- range $i, $f := .Fields}}
+	case {{$i}}: // {{$f.Name}}
+		{{$f.Decode}}
+{{- end}}
+	}
+	return has, err
+}
+
+// checkRequired returns the missing_field error of the first required
+// field, in schema order, that has does not have.
+func checkRequired(has {{.BitType}}) error {
 	if has != hasAllRequired {
 		for i, name := range required {
 			if has&(1<<i) == 0 {
