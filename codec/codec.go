@@ -282,13 +282,24 @@ func (d *Decoder) decodeInto(ctx context.Context, value []byte, ev *Event, share
 		body = append([]byte(nil), body...)
 	}
 	if wc.flat != nil {
-		if err := wc.flat.decode(body, ev); err != nil {
-			return err
-		}
-		// As below: the id must not keep the whole copy alive.
-		ev.EventID = strings.Clone(ev.EventID)
-		return nil
+		err = wc.flat.decode(body, ev)
+	} else {
+		err = wc.decodeRecord(body, ev)
 	}
+	if err != nil {
+		return err
+	}
+	if wc.stringsAsBytes {
+		// The id outlives the record on its span, in the tracer's export
+		// queue: it must not keep the whole copy of the value alive.
+		ev.EventID = strings.Clone(ev.EventID)
+	}
+	return nil
+}
+
+// decodeRecord fills ev from body through goavro's record codec: the
+// writer schemas that are not flat records (flat.go).
+func (wc *writerCodec) decodeRecord(body []byte, ev *Event) error {
 	native, rest, err := wc.codec.NativeFromBinary(body)
 	if err != nil {
 		return permanent("corrupt", ErrCorrupt, "%v", err)
@@ -305,15 +316,7 @@ func (d *Decoder) decodeInto(ctx context.Context, value []byte, ev *Event, share
 			return err
 		}
 	}
-	if err := fromNative(m, ev); err != nil {
-		return err
-	}
-	if wc.stringsAsBytes {
-		// The id outlives the record on its span, in the tracer's export
-		// queue: it must not keep the whole copy of the value alive.
-		ev.EventID = strings.Clone(ev.EventID)
-	}
-	return nil
+	return fromNative(m, ev)
 }
 
 // writer finds the writer schema of a value and returns the Avro body.

@@ -172,28 +172,20 @@ const (
 // reader does not know are ignored, optional fields the writer did not have
 // stay null.
 func fromNative(m map[string]any, ev *Event) error {
-	*ev = Event{APIVersion: 3, OfferType: "NONE"} // the reader schema's defaults
-	var has uint16
 	// Looking the reader's fields up is cheaper than ranging over goavro's
 	// map, and it ignores the writer's extra fields for free.
+	var vals [len(fieldNames)]any
+	var present [len(fieldNames)]bool
 	for i, k := range fieldNames {
-		v, ok := m[k]
-		if !ok {
-			continue
-		}
-		h, err := setField(ev, i, v)
-		if err != nil {
-			return err
-		}
-		has |= h
+		vals[i], present[i] = m[k]
 	}
-	return checkRequired(has)
+	return fromFields(&vals, &present, ev)
 }
 
 // fromFields fills ev from the values of the reader's fields by index, as
-// the flat record decoder (flat.go) reads them: vals[i] is field i's value
-// when present[i], goavro's native value or a union's branch unwrapped.
-// The same checks as fromNative, in the same order.
+// fromNative and the flat record decoder (flat.go) find them: vals[i] is
+// field i's value when present[i], goavro's native value (the flat decoder
+// unwraps a union's branch, which the helpers accept either way).
 func fromFields(vals *[len(fieldNames)]any, present *[len(fieldNames)]bool, ev *Event) error {
 	*ev = Event{APIVersion: 3, OfferType: "NONE"} // the reader schema's defaults
 	var has uint16

@@ -227,15 +227,12 @@ func TestStringsAsBytesDecodesAlike(t *testing.T) {
 	}
 }
 
-// TestEventDoesNotAliasValue: the strings of a decoded event point into
-// the decoder's own copy of the value, so overwriting the record value
-// afterwards (the Kafka client reusing its buffer) changes nothing, and
-// EventID does not share the decode buffer. Mutations caught: DecodeInto
-// decoding body itself instead of its copy; EventID not cloned.
-func TestEventDoesNotAliasValue(t *testing.T) {
+// fullValue returns the fixture event with every field set, its Avro body
+// in the event schema, and a decoder of raw values.
+func fullValue(t *testing.T) (Event, []byte, *Decoder) {
+	t.Helper()
 	ev := full()
-	c := mustCodec(t, schemas.SubscriptionEventFile)
-	body, err := c.BinaryFromNative(nil, Native(&ev))
+	body, err := mustCodec(t, schemas.SubscriptionEventFile).BinaryFromNative(nil, Native(&ev))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,6 +240,16 @@ func TestEventDoesNotAliasValue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ev, body, d
+}
+
+// TestEventDoesNotAliasValue: the strings of a decoded event point into
+// the decoder's own copy of the value, so overwriting the record value
+// afterwards (the Kafka client reusing its buffer) changes nothing, and
+// EventID does not share the decode buffer. Mutations caught: DecodeInto
+// decoding body itself instead of its copy; EventID not cloned.
+func TestEventDoesNotAliasValue(t *testing.T) {
+	ev, body, d := fullValue(t)
 	var got Event
 	if err := d.DecodeInto(context.Background(), body, &got); err != nil {
 		t.Fatal(err)
@@ -325,16 +332,7 @@ func BenchmarkRespelledNativeFromBinary(b *testing.B) {
 // overwrite: "does not share"); the EventID clone skipped when shared
 // (EventID changes with the value).
 func TestDecodeIntoSharedAliasesValue(t *testing.T) {
-	ev := full()
-	c := mustCodec(t, schemas.SubscriptionEventFile)
-	body, err := c.BinaryFromNative(nil, Native(&ev))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := New(FramingRaw, nil, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ev, body, d := fullValue(t)
 	var got Event
 	if err := d.DecodeIntoShared(context.Background(), body, &got); err != nil {
 		t.Fatal(err)
