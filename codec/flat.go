@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"slices"
 
 	"github.com/linkedin/goavro/v2"
 )
@@ -49,10 +50,6 @@ func newFlatRecord(schema string) *flatRecord {
 	if !ok {
 		return nil
 	}
-	reader := make(map[string]int, len(fieldNames))
-	for i, n := range fieldNames {
-		reader[n] = i
-	}
 	r := &flatRecord{}
 	for _, f := range fs {
 		fm, ok := f.(map[string]any)
@@ -60,10 +57,7 @@ func newFlatRecord(schema string) *flatRecord {
 			return nil
 		}
 		name, _ := fm["name"].(string)
-		ff := flatField{name: name, reader: -1}
-		if i, ok := reader[name]; ok {
-			ff.reader = i
-		}
+		ff := flatField{name: name, reader: slices.Index(fieldNames[:], name)}
 		t := fm["type"]
 		if u, ok := t.([]any); ok {
 			if len(u) != 2 || (u[0] != "null") == (u[1] != "null") {
@@ -136,6 +130,7 @@ func (r *flatRecord) decode(body []byte, ev *Event) error {
 	for i := range r.fields {
 		f := &r.fields[i]
 		var v any
+		null := false
 		if f.union {
 			branch, n := binary.Varint(buf)
 			if n <= 0 {
@@ -144,15 +139,13 @@ func (r *flatRecord) decode(body []byte, ev *Event) error {
 			buf = buf[n:]
 			switch branch {
 			case f.null:
+				null = true
 			case 1 - f.null:
-				var err error
-				if v, buf, err = f.codec.NativeFromBinary(buf); err != nil {
-					return permanent("corrupt", ErrCorrupt, "field %q: %v", f.name, err)
-				}
 			default:
 				return permanent("corrupt", ErrCorrupt, "field %q: union branch %d of 2", f.name, branch)
 			}
-		} else {
+		}
+		if !null {
 			var err error
 			if v, buf, err = f.codec.NativeFromBinary(buf); err != nil {
 				return permanent("corrupt", ErrCorrupt, "field %q: %v", f.name, err)
