@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 )
 
@@ -110,7 +109,7 @@ func median(sorted []float64) float64 {
 func countNot(rs []result) int {
 	n := 0
 	for _, r := range rs {
-		if !strings.EqualFold(r.committed, "yes") {
+		if r.committed != "yes" {
 			n++
 		}
 	}
