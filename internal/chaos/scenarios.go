@@ -209,20 +209,29 @@ func brokerRestart(ctx context.Context, r *Run) error {
 	return errors.Join(restartErr, err)
 }
 
+// slowBacklog is the membership scenarios' start: events (3 a visitor)
+// all produced before one member starts, against a collector that answers
+// each request after delay, so that work is always in flight when the
+// membership changes.
+func slowBacklog(ctx context.Context, r *Run, delay time.Duration, seed uint64, events int) ([]Item, *Process, error) {
+	if err := r.setup(ctx, nil, true); err != nil {
+		return nil, nil, err
+	}
+	r.Col.SetScript(func(Hit) Action { return Action{Delay: delay} })
+	items := r.EventItems(r.Events(seed, events, 3), schemaID, nil)
+	if err := r.Produce(ctx, items); err != nil {
+		return nil, nil, err
+	}
+	p, err := r.Start()
+	return items, p, err
+}
+
 // sigkill kills the member 5 times, each 2-3 s after it got its
 // partitions, and starts another. What may be sent twice is what was
 // delivered above the committed offset at each kill, plus what was in
 // flight: the bound adds both up, kill by kill.
 func sigkill(ctx context.Context, r *Run) error {
-	if err := r.setup(ctx, nil, true); err != nil {
-		return err
-	}
-	r.Col.SetScript(func(Hit) Action { return Action{Delay: 100 * time.Millisecond} })
-	items := r.EventItems(r.Events(3, 6000, 3), schemaID, nil)
-	if err := r.Produce(ctx, items); err != nil {
-		return err
-	}
-	p, err := r.Start()
+	_, p, err := slowBacklog(ctx, r, 100*time.Millisecond, 3, 6000)
 	if err != nil {
 		return err
 	}
@@ -299,15 +308,8 @@ func sigterm(ctx context.Context, r *Run) error {
 
 func scale(ctx context.Context, r *Run) error {
 	r.Parts = 6
-	if err := r.setup(ctx, nil, true); err != nil {
-		return err
-	}
-	r.Col.SetScript(func(Hit) Action { return Action{Delay: 50 * time.Millisecond} })
-	items := r.EventItems(r.Events(5, 4000, 3), schemaID, nil)
-	if err := r.Produce(ctx, items); err != nil {
-		return err
-	}
-	if _, err := r.Start(); err != nil {
+	items, _, err := slowBacklog(ctx, r, 50*time.Millisecond, 5, 4000)
+	if err != nil {
 		return err
 	}
 	if err := r.WaitDelivered(ctx, deliverable(items)/5); err != nil {
@@ -342,15 +344,7 @@ func scale(ctx context.Context, r *Run) error {
 // notices its loss is counted (stale), and every commit it sends is of an
 // old generation, which the broker refuses.
 func zombie(ctx context.Context, r *Run) error {
-	if err := r.setup(ctx, nil, true); err != nil {
-		return err
-	}
-	r.Col.SetScript(func(Hit) Action { return Action{Delay: 100 * time.Millisecond} })
-	items := r.EventItems(r.Events(6, 8000, 3), schemaID, nil)
-	if err := r.Produce(ctx, items); err != nil {
-		return err
-	}
-	a, err := r.Start()
+	items, a, err := slowBacklog(ctx, r, 100*time.Millisecond, 6, 8000)
 	if err != nil {
 		return err
 	}
