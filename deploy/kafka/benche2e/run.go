@@ -245,6 +245,9 @@ type relayProc struct {
 	exited chan struct{} // closed once it has exited (err then set)
 	err    error
 	logf   string
+	// started is when the process was started: a throughput run's
+	// events/s counts from here.
+	started time.Time
 }
 
 // writeConfig writes the service's config for topic: the delivery defaults
@@ -281,11 +284,12 @@ func (d *driver) startRelay(ctx context.Context, bin, name, cfg string) (*relayP
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 45 * time.Second
+	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	p := &relayProc{cmd: cmd, pid: cmd.Process.Pid, exited: make(chan struct{}), logf: logf}
+	p := &relayProc{cmd: cmd, pid: cmd.Process.Pid, exited: make(chan struct{}), logf: logf, started: started}
 	go func() {
 		p.err = cmd.Wait()
 		f.Close()
@@ -407,6 +411,25 @@ func poll(ctx context.Context, timeout time.Duration, what string, done func() (
 	}
 }
 
+// startPair starts a collector (recording latencies when latency is set)
+// and atrelay on topic with a configuration that sends to it. On an
+// error nothing is left running.
+func (d *driver) startPair(ctx context.Context, w workload, topic string, latency bool) (*collectorProc, *relayProc, error) {
+	coll, err := d.startCollector(ctx, latency)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := d.writeConfig(w.name, topic, coll.url)
+	if err == nil {
+		var p *relayProc
+		if p, err = d.startRelay(ctx, w.bin, w.name, cfg); err == nil {
+			return coll, p, nil
+		}
+	}
+	coll.stop()
+	return nil, nil, err
+}
+
 // runThroughput measures one preloaded workload: atrelay starts on a
 // backlog of w.events and is measured from its start until the collector
 // has them all.
@@ -422,25 +445,16 @@ func (d *driver) runThroughput(ctx context.Context, w workload) (result, error) 
 		return r, err
 	}
 	fmt.Fprintf(d.log, "benche2e: %s: %d events preloaded in %s\n", w.name, w.events, time.Since(t0).Round(time.Millisecond))
-	coll, err := d.startCollector(ctx, false)
+	coll, p, err := d.startPair(ctx, w, topic, false)
 	if err != nil {
 		return r, err
 	}
 	defer coll.stop()
-	cfg, err := d.writeConfig(w.name, topic, coll.url)
-	if err != nil {
-		return r, err
-	}
-	start := time.Now()
-	p, err := d.startRelay(ctx, w.bin, w.name, cfg)
-	if err != nil {
-		return r, err
-	}
 	defer p.stop()
 	if err := waitEvents(ctx, coll, p, r.events, d.opts.runTimeout); err != nil {
 		return r, fmt.Errorf("%s: %w", w.name, err)
 	}
-	r.wall = time.Since(start)
+	r.wall = time.Since(p.started)
 	// The process is new: its whole CPU time is the run's.
 	if r.cpu, err = readCPU(p.pid); err != nil {
 		return r, err
@@ -479,19 +493,11 @@ func (d *driver) runSteady(ctx context.Context, w workload) (result, error) {
 		}
 		return &evs[i%chunk]
 	}
-	coll, err := d.startCollector(ctx, true)
+	coll, p, err := d.startPair(ctx, w, topic, true)
 	if err != nil {
 		return r, err
 	}
 	defer coll.stop()
-	cfg, err := d.writeConfig(w.name, topic, coll.url)
-	if err != nil {
-		return r, err
-	}
-	p, err := d.startRelay(ctx, w.bin, w.name, cfg)
-	if err != nil {
-		return r, err
-	}
 	defer p.stop()
 	// The producer does not linger: the latency measured is atrelay's.
 	prod, err := kgo.NewClient(kgo.SeedBrokers(d.opts.brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
