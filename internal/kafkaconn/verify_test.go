@@ -76,18 +76,7 @@ func TestVerifySecuredListeners(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Verify() = %v, want nil", err)
 				}
-				opts, err := kafkaconn.Options(cfg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				cl, err := kgo.NewClient(opts...)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer cl.Close()
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				if _, err := kadm.NewClient(cl).BrokerMetadata(ctx); err != nil {
+				if err := brokerMetadata(t, cfg); err != nil {
 					t.Fatalf("metadata through %v: %v", tt.brokers, err)
 				}
 				return
@@ -153,6 +142,19 @@ func TestVerifyLeavesClosedConnectionsToTheService(t *testing.T) {
 	if err := kafkaconn.Verify(context.Background(), cfg); err != nil {
 		t.Fatalf("Verify() = %v, want nil", err)
 	}
+	err := brokerMetadata(t, cfg)
+	if err == nil {
+		t.Fatal("TLS to the PLAINTEXT listener worked")
+	}
+	if got := kafkaconn.Explain(err); !strings.Contains(got.Error(), "closed the connection at once") || !strings.Contains(got.Error(), "kafka.tls") {
+		t.Errorf("Explain() = %v, want the hint", got)
+	}
+}
+
+// brokerMetadata asks cfg's brokers for their metadata through a client
+// built as the service builds it (kafkaconn.Options).
+func brokerMetadata(t *testing.T, cfg kafkaconn.Config) error {
+	t.Helper()
 	opts, err := kafkaconn.Options(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -165,10 +167,5 @@ func TestVerifyLeavesClosedConnectionsToTheService(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err = kadm.NewClient(cl).BrokerMetadata(ctx)
-	if err == nil {
-		t.Fatal("TLS to the PLAINTEXT listener worked")
-	}
-	if got := kafkaconn.Explain(err); !strings.Contains(got.Error(), "closed the connection at once") || !strings.Contains(got.Error(), "kafka.tls") {
-		t.Errorf("Explain() = %v, want the hint", got)
-	}
+	return err
 }
