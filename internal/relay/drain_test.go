@@ -2,7 +2,6 @@ package relay_test
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"strings"
 	"testing"
@@ -138,16 +137,7 @@ func (e *env) sentOf(reqs []stamped, ua string, p int32) int {
 		if r.UserAgent != ua {
 			continue
 		}
-		var body struct {
-			Events []struct {
-				Data map[string]any `json:"data"`
-			} `json:"events"`
-		}
-		if err := json.Unmarshal([]byte(r.Body), &body); err != nil {
-			e.t.Fatal(err)
-		}
-		for _, ev := range body.Events {
-			id, _ := ev.Data["event_id"].(string)
+		for _, id := range eventIDs(e.t, r.Body) {
 			if e.byEvent[id].partition == p {
 				n++
 			}

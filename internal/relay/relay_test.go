@@ -598,6 +598,7 @@ func TestCrashRedelivers(t *testing.T) {
 
 // eventIDs returns the event ids of a collect request's body.
 func eventIDs(t testing.TB, body string) []string {
+	t.Helper()
 	var req struct {
 		Events []struct {
 			Data map[string]any `json:"data"`

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -193,16 +192,7 @@ func (e *env) staleBetween(m *memberLog, ua string, reqs []stamped, untilAgain b
 		if r.UserAgent != ua {
 			continue
 		}
-		var body struct {
-			Events []struct {
-				Data map[string]any `json:"data"`
-			} `json:"events"`
-		}
-		if err := json.Unmarshal([]byte(r.Body), &body); err != nil {
-			e.t.Fatal(err)
-		}
-		for _, ev := range body.Events {
-			id, _ := ev.Data["event_id"].(string)
+		for _, id := range eventIDs(e.t, r.Body) {
 			p := e.byEvent[id].partition
 			if at, ok := m.ended[p]; ok && r.at.After(at) && (!untilAgain || m.again.IsZero() || r.at.Before(m.again)) {
 				stale = append(stale, id)
